@@ -1,0 +1,457 @@
+//! The pool's bookkeeping: one `State` behind one mutex, and every decision
+//! about admitting, queueing, handing over and settling tasks.
+//!
+//! Nothing here runs user code, spawns or drops a task: callers collect what
+//! to spawn in [`State::spawns`] and act on it after unlocking, so a task's
+//! `Drop` can never re-enter the lock.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use slab::Slab;
+
+use crate::key::{Key, KeyLimit, KeyState};
+use crate::queue::{Entry, Queued};
+use crate::rate::Pacer;
+use crate::shutdown::Unstarted;
+use crate::stats::{Histogram, Stats};
+use crate::worker::{Started, WorkerCtl};
+
+/// How keys get their limits.
+pub(crate) enum KeyLimits {
+    Fixed(KeyLimit),
+    With(Box<dyn Fn(&Key) -> KeyLimit + Send + Sync>),
+}
+
+impl KeyLimits {
+    fn for_key(&self, key: &Key) -> KeyLimit {
+        match self {
+            KeyLimits::Fixed(limit) => *limit,
+            KeyLimits::With(f) => f(key),
+        }
+    }
+}
+
+/// Why a submission was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    Full,
+    Closed,
+}
+
+/// A worker to spawn once the lock is released.
+pub(crate) struct WorkerSpec {
+    pub(crate) id: usize,
+    pub(crate) ctl: Arc<WorkerCtl>,
+    pub(crate) first: Option<Started>,
+}
+
+/// Work to start once the lock is released.
+#[derive(Default)]
+pub(crate) struct Spawns {
+    pub(crate) workers: Vec<WorkerSpec>,
+    pub(crate) key_timers: Vec<(Key, tokio::time::Instant)>,
+}
+
+impl Spawns {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.workers.is_empty() && self.key_timers.is_empty()
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    submitted: u64,
+    completed: u64,
+    panicked: u64,
+    cancelled: u64,
+    returned: u64,
+    rejected: u64,
+}
+
+pub(crate) struct State {
+    capacity: usize,
+    queue_capacity: usize,
+    /// Slots held by workers, including workers spawned to pop a ready entry
+    /// that have not popped yet (`pending_pops`).
+    running: usize,
+    pending_pops: usize,
+    /// Tasks admitted and not handed to a worker: in `ready` or in a key's
+    /// waiting list.
+    queued: usize,
+    closed: bool,
+    /// Entries that may start now, oldest first. Invariant: when it holds more
+    /// entries than `pending_pops`, every slot is in use.
+    ready: VecDeque<Entry>,
+    keys: HashMap<Key, KeyState>,
+    key_limits: KeyLimits,
+    next_key_sweep: usize,
+    pacer: Option<Pacer>,
+    workers: Slab<Arc<WorkerCtl>>,
+    counters: Counters,
+    queue_wait: Histogram,
+    run_time: Histogram,
+    /// Tasks that aborted workers held without having started them.
+    pub(crate) handed_back: Vec<Unstarted>,
+    pub(crate) spawns: Spawns,
+}
+
+const MIN_KEY_SWEEP: usize = 1024;
+
+impl State {
+    pub(crate) fn new(
+        capacity: usize,
+        queue_capacity: usize,
+        pacer: Option<Pacer>,
+        key_limits: KeyLimits,
+    ) -> State {
+        State {
+            capacity,
+            queue_capacity,
+            running: 0,
+            pending_pops: 0,
+            queued: 0,
+            closed: false,
+            ready: VecDeque::new(),
+            keys: HashMap::new(),
+            key_limits,
+            next_key_sweep: MIN_KEY_SWEEP,
+            pacer,
+            workers: Slab::new(),
+            counters: Counters::default(),
+            queue_wait: Histogram::default(),
+            run_time: Histogram::default(),
+            handed_back: Vec::new(),
+            spawns: Spawns::default(),
+        }
+    }
+
+    pub(crate) fn is_idle(&self) -> bool {
+        self.running == 0 && self.queued == 0
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    pub(crate) fn close(&mut self) {
+        self.closed = true;
+    }
+
+    /// Changes the concurrency limit. Growing hands waiting entries to new
+    /// workers at once; shrinking takes effect as running tasks finish.
+    pub(crate) fn resize(&mut self, capacity: usize) {
+        self.capacity = capacity;
+        self.fill_slots();
+    }
+
+    pub(crate) fn workers(&self) -> impl Iterator<Item = &Arc<WorkerCtl>> {
+        self.workers.iter().map(|(_, ctl)| ctl)
+    }
+
+    /// Admits a task: straight to a new worker when a slot is free and the
+    /// task may start, else into the queue when it has room.
+    pub(crate) fn admit(&mut self, q: Queued) -> Result<(), (Queued, Refusal)> {
+        if self.closed {
+            self.counters.rejected += 1;
+            return Err((q, Refusal::Closed));
+        }
+        let slot_free = self.running < self.capacity;
+        let room = self.queued.saturating_sub(self.pending_pops) < self.queue_capacity;
+        let Some(key) = q.key.clone() else {
+            if slot_free {
+                self.counters.submitted += 1;
+                self.running += 1;
+                let started = self.hand_over(q, Instant::now());
+                self.spawn_worker(Some(started));
+                return Ok(());
+            }
+            if room {
+                self.counters.submitted += 1;
+                self.queued += 1;
+                self.ready.push_back(Entry::Task(q));
+                self.fill_slots();
+                return Ok(());
+            }
+            self.counters.rejected += 1;
+            return Err((q, Refusal::Full));
+        };
+
+        let ks = self.key_state(&key);
+        let may_start = ks.waiting.is_empty() && !ks.in_ready && ks.active < ks.concurrency;
+        if slot_free && may_start {
+            let paced_ok = match ks.pacer.as_mut() {
+                None => true,
+                Some(p) => p.try_start(tokio::time::Instant::now()).is_ok(),
+            };
+            if paced_ok {
+                ks.active += 1;
+                self.counters.submitted += 1;
+                self.running += 1;
+                let started = self.hand_over(q, Instant::now());
+                self.spawn_worker(Some(started));
+                return Ok(());
+            }
+        }
+        if room {
+            ks.waiting.push_back(q);
+            self.counters.submitted += 1;
+            self.queued += 1;
+            self.schedule_key(&key);
+            return Ok(());
+        }
+        self.forget_key_if_idle(&key);
+        self.counters.rejected += 1;
+        Err((q, Refusal::Full))
+    }
+
+    /// The state of `key`, created on first use. Creation now and then sweeps
+    /// out idle keys, so memory follows the keys in use, not every key seen.
+    fn key_state(&mut self, key: &Key) -> &mut KeyState {
+        if !self.keys.contains_key(key) {
+            if self.keys.len() >= self.next_key_sweep {
+                let now = tokio::time::Instant::now();
+                self.keys.retain(|_, ks| !ks.is_forgettable(now));
+                self.next_key_sweep = (self.keys.len() * 2).max(MIN_KEY_SWEEP);
+            }
+            let limit = self.key_limits.for_key(key);
+            self.keys.insert(key.clone(), KeyState::new(limit));
+        }
+        self.keys.get_mut(key).expect("inserted above")
+    }
+
+    fn forget_key_if_idle(&mut self, key: &Key) {
+        if let Some(ks) = self.keys.get(key) {
+            if ks.is_forgettable(tokio::time::Instant::now()) {
+                self.keys.remove(key);
+            }
+        }
+    }
+
+    /// Gives `key` a turn in the ready queue if its oldest waiting task may
+    /// start now, or arms a timer for when its pace will allow it.
+    fn schedule_key(&mut self, key: &Key) {
+        let Some(ks) = self.keys.get_mut(key) else {
+            return;
+        };
+        if ks.waiting.is_empty() || ks.in_ready || ks.timer_armed || ks.active >= ks.concurrency {
+            return;
+        }
+        let blocked = ks
+            .pacer
+            .as_ref()
+            .and_then(|p| p.blocked_until(tokio::time::Instant::now()));
+        match blocked {
+            None => {
+                ks.in_ready = true;
+                self.ready.push_back(Entry::Key(key.clone()));
+                self.fill_slots();
+            }
+            Some(at) => {
+                ks.timer_armed = true;
+                self.spawns.key_timers.push((key.clone(), at));
+            }
+        }
+    }
+
+    /// A key's pace timer fired.
+    pub(crate) fn key_timer_fired(&mut self, key: &Key) {
+        if let Some(ks) = self.keys.get_mut(key) {
+            ks.timer_armed = false;
+            self.schedule_key(key);
+            self.forget_key_if_idle(key);
+        }
+    }
+
+    /// Starts workers for ready entries while slots are free.
+    fn fill_slots(&mut self) {
+        while self.running < self.capacity && self.ready.len() > self.pending_pops {
+            self.running += 1;
+            self.pending_pops += 1;
+            self.spawn_worker(None);
+        }
+    }
+
+    /// Books a worker (its slot is already counted in `running`).
+    fn spawn_worker(&mut self, first: Option<Started>) {
+        let ctl = Arc::new(WorkerCtl::default());
+        let id = self.workers.insert(ctl.clone());
+        self.spawns.workers.push(WorkerSpec { id, ctl, first });
+    }
+
+    /// A task leaves the queue for a worker.
+    fn hand_over(&mut self, q: Queued, now: Instant) -> Started {
+        self.queue_wait.record(now.saturating_duration_since(q.queued_at));
+        let not_before = self.pacer.as_mut().and_then(|p| {
+            let now = tokio::time::Instant::now();
+            let at = p.reserve(now);
+            (at > now).then_some(at)
+        });
+        Started {
+            task: q.task,
+            key: q.key,
+            queued_at: q.queued_at,
+            not_before,
+        }
+    }
+
+    /// The next task for a worker, oldest ready entry first.
+    fn pop_next(&mut self) -> Option<Started> {
+        loop {
+            match self.ready.pop_front()? {
+                Entry::Task(q) => {
+                    self.queued -= 1;
+                    return Some(self.hand_over(q, Instant::now()));
+                }
+                Entry::Key(key) => {
+                    let Some(ks) = self.keys.get_mut(&key) else {
+                        continue;
+                    };
+                    ks.in_ready = false;
+                    if ks.waiting.is_empty() || ks.active >= ks.concurrency {
+                        self.schedule_key(&key);
+                        continue;
+                    }
+                    if let Some(p) = ks.pacer.as_mut() {
+                        if p.try_start(tokio::time::Instant::now()).is_err() {
+                            self.schedule_key(&key);
+                            continue;
+                        }
+                    }
+                    let q = ks.waiting.pop_front().expect("checked non-empty");
+                    ks.active += 1;
+                    self.queued -= 1;
+                    self.schedule_key(&key);
+                    return Some(self.hand_over(q, Instant::now()));
+                }
+            }
+        }
+    }
+
+    /// A worker spawned for a ready entry takes its first task; `None` means
+    /// it has nothing to do and its slot is released.
+    pub(crate) fn first_pop(&mut self, id: usize) -> Option<Started> {
+        self.pending_pops -= 1;
+        let next = if self.running > self.capacity {
+            None
+        } else {
+            self.pop_next()
+        };
+        if next.is_none() {
+            self.release_slot(id);
+        }
+        next
+    }
+
+    /// Settles a task that ran (completed or panicked) and picks the worker's
+    /// next task. `None` means the worker exits; it keeps its slot until it
+    /// calls [`release_slot`](Self::release_slot), after delivering.
+    pub(crate) fn finish(
+        &mut self,
+        key: Option<&Key>,
+        panicked: bool,
+        run_time: std::time::Duration,
+    ) -> Option<Started> {
+        if panicked {
+            self.counters.panicked += 1;
+        } else {
+            self.counters.completed += 1;
+        }
+        self.run_time.record(run_time);
+        if let Some(key) = key {
+            self.settle_key(key);
+        }
+        if self.running > self.capacity {
+            return None;
+        }
+        self.pop_next()
+    }
+
+    fn settle_key(&mut self, key: &Key) {
+        if let Some(ks) = self.keys.get_mut(key) {
+            ks.active -= 1;
+            self.schedule_key(key);
+            self.forget_key_if_idle(key);
+        }
+    }
+
+    /// A worker gives its slot back and leaves.
+    pub(crate) fn release_slot(&mut self, id: usize) {
+        self.running -= 1;
+        self.workers.try_remove(id);
+        // Entries queued while this worker was finishing need a worker now.
+        self.fill_slots();
+    }
+
+    /// A worker was dropped before it settled what it held (cancelled at a
+    /// deadline, or its runtime went away).
+    pub(crate) fn worker_dropped(
+        &mut self,
+        id: usize,
+        pending_pop: bool,
+        unstarted: Option<Started>,
+        cancelled: Option<(Option<&Key>, std::time::Duration)>,
+    ) {
+        if pending_pop {
+            self.pending_pops -= 1;
+        }
+        if let Some(s) = unstarted {
+            if let Some(key) = &s.key {
+                self.settle_key(key);
+            }
+            self.counters.returned += 1;
+            self.handed_back.push(Unstarted::new(s.task, s.key));
+        }
+        if let Some((key, run_time)) = cancelled {
+            self.counters.cancelled += 1;
+            self.run_time.record(run_time);
+            if let Some(key) = key {
+                self.settle_key(key);
+            }
+        }
+        self.release_slot(id);
+    }
+
+    /// Takes every queued task out, oldest first.
+    pub(crate) fn take_queued(&mut self) -> Vec<Unstarted> {
+        let mut out: Vec<Queued> = Vec::with_capacity(self.queued);
+        for entry in self.ready.drain(..) {
+            if let Entry::Task(q) = entry {
+                out.push(q);
+            }
+        }
+        for ks in self.keys.values_mut() {
+            out.extend(ks.waiting.drain(..));
+            ks.in_ready = false;
+        }
+        let now = tokio::time::Instant::now();
+        self.keys.retain(|_, ks| !ks.is_forgettable(now));
+        self.queued = 0;
+        self.counters.returned += out.len() as u64;
+        out.sort_by_key(|q| q.queued_at);
+        out.into_iter()
+            .map(|q| Unstarted::new(q.task, q.key))
+            .collect()
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let c = &self.counters;
+        Stats {
+            capacity: self.capacity,
+            running: self.running,
+            queued: self.queued,
+            queue_capacity: self.queue_capacity,
+            keys: self.keys.len(),
+            closed: self.closed,
+            submitted: c.submitted,
+            completed: c.completed,
+            panicked: c.panicked,
+            cancelled: c.cancelled,
+            returned: c.returned,
+            rejected: c.rejected,
+            queue_wait: self.queue_wait.clone(),
+            run_time: self.run_time.clone(),
+        }
+    }
+}
