@@ -1,7 +1,7 @@
 //! [`Group`]: wait for a batch of tasks without closing the pool.
 
 use std::fmt;
-use std::future::IntoFuture;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -161,29 +161,30 @@ impl fmt::Debug for Group {
 }
 
 /// Submits tasks under one [`Key`], counted in a [`Group`]; see [`Group::key`].
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct GroupKeyed<'a> {
     group: &'a Group,
     key: Key,
 }
 
-impl GroupKeyed<'_> {
-    fn via(&self) -> Via<'_> {
-        Via::new(
-            self.group.pool.shared(),
-            Some(self.key.clone()),
-            Some(&self.group.inner),
-        )
+impl<'a> GroupKeyed<'a> {
+    fn via(&self) -> Via<'a> {
+        let group: &'a Group = self.group;
+        Via::new(group.pool.shared(), Some(self.key.clone()), Some(&group.inner))
     }
 
     /// Like [`Pool::submit`], under this key, counted in the group.
-    pub async fn submit<T>(&self, task: T) -> Result<TaskHandle<T::Output>, SubmitError<T>>
+    pub fn submit<T>(
+        &self,
+        task: T,
+    ) -> impl Future<Output = Result<TaskHandle<T::Output>, SubmitError<T>>> + Send + use<'a, T>
     where
         T: IntoFuture + Send + 'static,
         T::IntoFuture: Send,
         T::Output: Send + 'static,
     {
-        self.via().submit(task).await
+        let via = self.via();
+        async move { via.submit(task).await }
     }
 
     /// Like [`Pool::try_submit`], under this key, counted in the group.
@@ -197,13 +198,17 @@ impl GroupKeyed<'_> {
     }
 
     /// Like [`Pool::execute`], under this key, counted in the group.
-    pub async fn execute<T>(&self, task: T) -> Result<(), SubmitError<T>>
+    pub fn execute<T>(
+        &self,
+        task: T,
+    ) -> impl Future<Output = Result<(), SubmitError<T>>> + Send + use<'a, T>
     where
         T: IntoFuture + Send + 'static,
         T::IntoFuture: Send,
         T::Output: Send + 'static,
     {
-        self.via().execute(task).await
+        let via = self.via();
+        async move { via.execute(task).await }
     }
 
     /// Like [`Pool::try_execute`], under this key, counted in the group.

@@ -1,7 +1,7 @@
 //! [`Pool`]: the handle everything goes through.
 
 use std::fmt;
-use std::future::IntoFuture;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -242,25 +242,36 @@ impl fmt::Debug for Pool {
 }
 
 /// Submits tasks under one [`Key`]; see [`Pool::key`].
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Keyed<'a> {
     pool: &'a Pool,
     key: Key,
 }
 
-impl Keyed<'_> {
-    fn via(&self) -> Via<'_> {
-        Via::new(&self.pool.shared, Some(self.key.clone()), None)
+impl<'a> Keyed<'a> {
+    fn via(&self) -> Via<'a> {
+        let pool: &'a Pool = self.pool;
+        Via::new(&pool.shared, Some(self.key.clone()), None)
     }
 
-    /// Like [`Pool::submit`], under this key.
-    pub async fn submit<T>(&self, task: T) -> Result<TaskHandle<T::Output>, SubmitError<T>>
+    /// The key these submissions go under.
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
+    /// Like [`Pool::submit`], under this key. The future borrows the pool,
+    /// not this `Keyed`, so it may be stored.
+    pub fn submit<T>(
+        &self,
+        task: T,
+    ) -> impl Future<Output = Result<TaskHandle<T::Output>, SubmitError<T>>> + Send + use<'a, T>
     where
         T: IntoFuture + Send + 'static,
         T::IntoFuture: Send,
         T::Output: Send + 'static,
     {
-        self.via().submit(task).await
+        let via = self.via();
+        async move { via.submit(task).await }
     }
 
     /// Like [`Pool::try_submit`], under this key.
@@ -273,14 +284,19 @@ impl Keyed<'_> {
         self.via().try_submit(task)
     }
 
-    /// Like [`Pool::execute`], under this key.
-    pub async fn execute<T>(&self, task: T) -> Result<(), SubmitError<T>>
+    /// Like [`Pool::execute`], under this key. The future borrows the pool,
+    /// not this `Keyed`.
+    pub fn execute<T>(
+        &self,
+        task: T,
+    ) -> impl Future<Output = Result<(), SubmitError<T>>> + Send + use<'a, T>
     where
         T: IntoFuture + Send + 'static,
         T::IntoFuture: Send,
         T::Output: Send + 'static,
     {
-        self.via().execute(task).await
+        let via = self.via();
+        async move { via.execute(task).await }
     }
 
     /// Like [`Pool::try_execute`], under this key.

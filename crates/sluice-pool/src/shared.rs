@@ -153,13 +153,19 @@ impl Shared {
         next
     }
 
+    /// Settles a task that ran; returns the worker's next task, and whether
+    /// blocked submitters should be woken.
     pub(crate) fn finish(
         self: &Arc<Self>,
         key: Option<&Key>,
         panicked: bool,
-        run_time: Duration,
-    ) -> Option<Started> {
-        self.with(|st| st.finish(key, panicked, run_time))
+        started_at: Instant,
+        ended: Instant,
+    ) -> (Option<Started>, bool) {
+        self.with(|st| {
+            let next = st.finish(key, panicked, started_at, ended);
+            (next, st.wants_submissions())
+        })
     }
 
     pub(crate) fn release_slot(self: &Arc<Self>, id: usize) {

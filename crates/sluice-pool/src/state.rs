@@ -163,7 +163,8 @@ impl State {
             if slot_free {
                 self.counters.submitted += 1;
                 self.running += 1;
-                let started = self.hand_over(q, Instant::now());
+                let now = q.queued_at;
+                let started = self.hand_over(q, now);
                 self.spawn_worker(Some(started));
                 return Ok(());
             }
@@ -189,7 +190,8 @@ impl State {
                 ks.active += 1;
                 self.counters.submitted += 1;
                 self.running += 1;
-                let started = self.hand_over(q, Instant::now());
+                let now = q.queued_at;
+                let started = self.hand_over(q, now);
                 self.spawn_worker(Some(started));
                 return Ok(());
             }
@@ -223,7 +225,10 @@ impl State {
 
     fn forget_key_if_idle(&mut self, key: &Key) {
         if let Some(ks) = self.keys.get(key) {
-            if ks.is_forgettable(tokio::time::Instant::now()) {
+            let busy = ks.active > 0 || !ks.waiting.is_empty() || ks.in_ready || ks.timer_armed;
+            // Only a paced key needs the clock: it is kept until its pace has
+            // recovered, so forgetting it cannot let a start through early.
+            if !busy && ks.is_forgettable(tokio::time::Instant::now()) {
                 self.keys.remove(key);
             }
         }
@@ -292,17 +297,18 @@ impl State {
             task: q.task,
             key: q.key,
             queued_at: q.queued_at,
+            handed_at: now,
             not_before,
         }
     }
 
     /// The next task for a worker, oldest ready entry first.
-    fn pop_next(&mut self) -> Option<Started> {
+    fn pop_next(&mut self, now: Instant) -> Option<Started> {
         loop {
             match self.ready.pop_front()? {
                 Entry::Task(q) => {
                     self.queued -= 1;
-                    return Some(self.hand_over(q, Instant::now()));
+                    return Some(self.hand_over(q, now));
                 }
                 Entry::Key(key) => {
                     let Some(ks) = self.keys.get_mut(&key) else {
@@ -323,7 +329,7 @@ impl State {
                     ks.active += 1;
                     self.queued -= 1;
                     self.schedule_key(&key);
-                    return Some(self.hand_over(q, Instant::now()));
+                    return Some(self.hand_over(q, now));
                 }
             }
         }
@@ -336,7 +342,7 @@ impl State {
         let next = if self.running > self.capacity {
             None
         } else {
-            self.pop_next()
+            self.pop_next(Instant::now())
         };
         if next.is_none() {
             self.release_slot(id);
@@ -351,21 +357,30 @@ impl State {
         &mut self,
         key: Option<&Key>,
         panicked: bool,
-        run_time: std::time::Duration,
+        started_at: Instant,
+        ended: Instant,
     ) -> Option<Started> {
         if panicked {
             self.counters.panicked += 1;
         } else {
             self.counters.completed += 1;
         }
-        self.run_time.record(run_time);
+        self.run_time.record(ended.saturating_duration_since(started_at));
         if let Some(key) = key {
             self.settle_key(key);
         }
         if self.running > self.capacity {
             return None;
         }
-        self.pop_next()
+        self.pop_next(ended)
+    }
+
+    /// Whether blocked submitters should be woken: there is a free slot, or
+    /// the queue is at most half full. Waking them per dequeued task would
+    /// ping-pong the submitter for every single task.
+    pub(crate) fn wants_submissions(&self) -> bool {
+        self.running < self.capacity
+            || self.queued.saturating_sub(self.pending_pops) <= self.queue_capacity / 2
     }
 
     fn settle_key(&mut self, key: &Key) {

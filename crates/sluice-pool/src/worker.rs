@@ -22,6 +22,8 @@ pub(crate) struct Started {
     pub(crate) task: BoxTask,
     pub(crate) key: Option<Key>,
     pub(crate) queued_at: Instant,
+    /// When a worker got it: its start time unless the pace holds it back.
+    pub(crate) handed_at: Instant,
     /// The pool's pace lets it start no earlier than this.
     pub(crate) not_before: Option<tokio::time::Instant>,
 }
@@ -106,15 +108,16 @@ impl Worker {
                 };
                 self.holding = Holding::Ready(Started {
                     not_before: None,
+                    handed_at: Instant::now(),
                     ..s
                 });
                 continue;
             }
-            let started_at = Instant::now();
             let Started {
                 task,
                 key,
                 queued_at,
+                handed_at: started_at,
                 ..
             } = started;
             self.holding = Holding::Running(Running {
@@ -142,7 +145,9 @@ impl Worker {
             }
             let ended = Instant::now();
             let run_time = ended - r.started_at;
-            let next = self.shared.finish(r.key.as_ref(), panicked, run_time);
+            let (next, wake_submitters) =
+                self.shared
+                    .finish(r.key.as_ref(), panicked, r.started_at, ended);
             if next.is_none() {
                 // Keep the slot until delivered, so `join` returns only after
                 // every handle has its output; release it below.
@@ -167,7 +172,9 @@ impl Worker {
             match next {
                 Some(s) => {
                     self.holding = Holding::Ready(s);
-                    self.shared.signal_space();
+                    if wake_submitters {
+                        self.shared.signal_space();
+                    }
                 }
                 None => {
                     self.shared.release_slot(self.id);

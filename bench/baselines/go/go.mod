@@ -1,0 +1,3 @@
+module sluice/bench/baselines/go
+
+go 1.19
