@@ -170,7 +170,11 @@ pub struct GroupKeyed<'a> {
 impl<'a> GroupKeyed<'a> {
     fn via(&self) -> Via<'a> {
         let group: &'a Group = self.group;
-        Via::new(group.pool.shared(), Some(self.key.clone()), Some(&group.inner))
+        Via::new(
+            group.pool.shared(),
+            Some(self.key.clone()),
+            Some(&group.inner),
+        )
     }
 
     /// Like [`Pool::submit`], under this key, counted in the group.

@@ -353,7 +353,7 @@ impl<'a> Via<'a> {
     {
         let (tx, rx) = oneshot::channel();
         let task = Task::boxed(task, Reply(tx), self.guard());
-        match self.shared.try_admit(self.key.clone(), task) {
+        match self.shared.try_admit(self.key.clone(), task, false) {
             Ok(()) => Ok(TaskHandle::new(rx)),
             Err((task, why)) => Err(refused(downcast(task), why)),
         }
@@ -380,7 +380,7 @@ impl<'a> Via<'a> {
     {
         let task = Task::boxed(task, Detached, self.guard());
         self.shared
-            .try_admit(self.key.clone(), task)
+            .try_admit(self.key.clone(), task, false)
             .map_err(|(task, why)| refused(downcast(task), why))
     }
 }

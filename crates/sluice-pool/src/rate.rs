@@ -180,7 +180,11 @@ mod tests {
         let mut p = Pacer::new(Rate::per_second(2));
         assert_eq!(p.try_start(t0), Ok(()));
         assert_eq!(p.try_start(t0), Err(t0 + ms(500)));
-        assert_eq!(p.try_start(t0), Err(t0 + ms(500)), "a refusal books nothing");
+        assert_eq!(
+            p.try_start(t0),
+            Err(t0 + ms(500)),
+            "a refusal books nothing"
+        );
         assert!(!p.is_recovered(t0));
         assert_eq!(p.try_start(t0 + ms(500)), Ok(()));
         assert!(p.is_recovered(t0 + ms(1000)));

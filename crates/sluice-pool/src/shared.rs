@@ -92,19 +92,25 @@ impl Shared {
         self: &Arc<Self>,
         key: Option<Key>,
         task: BoxTask,
+        waits: bool,
     ) -> Result<(), (BoxTask, Refusal)> {
         let q = Queued {
             task,
             key,
             queued_at: Instant::now(),
         };
-        self.with(|st| st.admit(q)).map_err(|(q, why)| (q.task, why))
+        self.with(|st| st.admit(q, waits))
+            .map_err(|(q, why)| (q.task, why))
     }
 
     /// Admits a task, waiting for room; refuses only when closed.
-    pub(crate) async fn admit(self: &Arc<Self>, key: Option<Key>, task: BoxTask) -> Result<(), BoxTask> {
+    pub(crate) async fn admit(
+        self: &Arc<Self>,
+        key: Option<Key>,
+        task: BoxTask,
+    ) -> Result<(), BoxTask> {
         // Fast path: no bookkeeping of waiters when there is room.
-        let mut task = match self.try_admit(key.clone(), task) {
+        let mut task = match self.try_admit(key.clone(), task, true) {
             Ok(()) => return Ok(()),
             Err((task, Refusal::Closed)) => return Err(task),
             Err((task, Refusal::Full)) => task,
@@ -115,7 +121,7 @@ impl Shared {
             let mut space = std::pin::pin!(space);
             // Registered before the retry: room that appears after it wakes us.
             space.as_mut().enable();
-            task = match self.try_admit(key.clone(), task) {
+            task = match self.try_admit(key.clone(), task, true) {
                 Ok(()) => return Ok(()),
                 Err((task, Refusal::Closed)) => return Err(task),
                 Err((task, Refusal::Full)) => task,
@@ -240,7 +246,10 @@ impl Shared {
 
     pub(crate) async fn shutdown(self: &Arc<Self>, timeout: Duration) -> ShutdownReport {
         self.close();
-        if tokio::time::timeout(timeout, self.wait_idle()).await.is_ok() {
+        if tokio::time::timeout(timeout, self.wait_idle())
+            .await
+            .is_ok()
+        {
             return ShutdownReport {
                 drained: true,
                 unstarted: Vec::new(),
@@ -294,7 +303,9 @@ impl<'a> WaitingSubmitter<'a> {
 
 impl Drop for WaitingSubmitter<'_> {
     fn drop(&mut self) {
-        self.shared.waiting_submitters.fetch_sub(1, Ordering::SeqCst);
+        self.shared
+            .waiting_submitters
+            .fetch_sub(1, Ordering::SeqCst);
         if self.keyed {
             self.shared.waiting_keyed.fetch_sub(1, Ordering::SeqCst);
         }

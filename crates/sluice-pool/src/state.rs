@@ -152,7 +152,9 @@ impl State {
 
     /// Admits a task: straight to a new worker when a slot is free and the
     /// task may start, else into the queue when it has room.
-    pub(crate) fn admit(&mut self, q: Queued) -> Result<(), (Queued, Refusal)> {
+    /// `waits`: the caller will wait and retry on `Full`, so that refusal is
+    /// not counted as a rejection.
+    pub(crate) fn admit(&mut self, q: Queued, waits: bool) -> Result<(), (Queued, Refusal)> {
         if self.closed {
             self.counters.rejected += 1;
             return Err((q, Refusal::Closed));
@@ -175,7 +177,7 @@ impl State {
                 self.fill_slots();
                 return Ok(());
             }
-            self.counters.rejected += 1;
+            self.count_full(waits);
             return Err((q, Refusal::Full));
         };
 
@@ -204,8 +206,14 @@ impl State {
             return Ok(());
         }
         self.forget_key_if_idle(&key);
-        self.counters.rejected += 1;
+        self.count_full(waits);
         Err((q, Refusal::Full))
+    }
+
+    fn count_full(&mut self, waits: bool) {
+        if !waits {
+            self.counters.rejected += 1;
+        }
     }
 
     /// The state of `key`, created on first use. Creation now and then sweeps
@@ -287,7 +295,8 @@ impl State {
 
     /// A task leaves the queue for a worker.
     fn hand_over(&mut self, q: Queued, now: Instant) -> Started {
-        self.queue_wait.record(now.saturating_duration_since(q.queued_at));
+        self.queue_wait
+            .record(now.saturating_duration_since(q.queued_at));
         let not_before = self.pacer.as_mut().and_then(|p| {
             let now = tokio::time::Instant::now();
             let at = p.reserve(now);
@@ -365,7 +374,8 @@ impl State {
         } else {
             self.counters.completed += 1;
         }
-        self.run_time.record(ended.saturating_duration_since(started_at));
+        self.run_time
+            .record(ended.saturating_duration_since(started_at));
         if let Some(key) = key {
             self.settle_key(key);
         }

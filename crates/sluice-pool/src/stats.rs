@@ -153,7 +153,11 @@ impl Histogram {
             seen += n;
             if seen >= rank {
                 // The last bucket also holds everything too large for the rest.
-                let upper = if i == BUCKETS - 1 { u64::MAX } else { upper_bound_of(i) };
+                let upper = if i == BUCKETS - 1 {
+                    u64::MAX
+                } else {
+                    upper_bound_of(i)
+                };
                 return Duration::from_nanos(upper.min(self.max_ns));
             }
         }
@@ -183,7 +187,7 @@ mod tests {
         for i in 0..BUCKETS - 1 {
             let up = upper_bound_of(i);
             if let Some(p) = prev_upper {
-                assert_eq!(up > p, true, "bucket {i} must end after bucket {}", i - 1);
+                assert!(up > p, "bucket {i} must end after bucket {}", i - 1);
                 assert_eq!(bucket_of(p + 1), i, "value {} starts bucket {i}", p + 1);
             }
             assert_eq!(bucket_of(up), i, "upper bound {up} stays in bucket {i}");

@@ -116,7 +116,7 @@ async fn submit_waits_for_room_then_gets_in() {
     );
     assert_eq!(pool.stats().submitted, 3);
     gate.release(1); // one task finishes, the queued one starts, room appears
-    let handle = fourth.await.ok().expect("admitted once room appeared");
+    let handle = fourth.await.expect("admitted once room appeared");
     assert_eq!(pool.stats().submitted, 4);
     gate.open();
     assert_eq!(handle.await.unwrap(), "fourth");
@@ -194,7 +194,11 @@ async fn a_dropped_handle_detaches_the_task() {
     let pool = Pool::new(2);
     let done = Arc::new(AtomicUsize::new(0));
     let d = done.clone();
-    drop(pool.submit(async move { d.fetch_add(1, Ordering::SeqCst) }).await.unwrap());
+    drop(
+        pool.submit(async move { d.fetch_add(1, Ordering::SeqCst) })
+            .await
+            .unwrap(),
+    );
     pool.join().await;
     assert_eq!(done.load(Ordering::SeqCst), 1);
 }
@@ -238,7 +242,10 @@ async fn stats_account_for_every_task_and_time_them() {
     let events = events.lock().unwrap();
     assert_eq!(events.len(), 10);
     assert_eq!(
-        events.iter().filter(|o| **o == TaskOutcome::Panicked).count(),
+        events
+            .iter()
+            .filter(|o| **o == TaskOutcome::Panicked)
+            .count(),
         1
     );
 }

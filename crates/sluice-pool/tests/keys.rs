@@ -159,9 +159,16 @@ async fn a_key_rate_paces_that_key_alone() {
     pool.join().await;
     let starts = starts.lock().unwrap();
     let at = |key| -> Vec<Duration> {
-        starts.iter().filter(|(k, _)| *k == key).map(|(_, t)| *t).collect()
+        starts
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, t)| *t)
+            .collect()
     };
-    assert!(at("free").iter().all(|t| *t < Duration::from_millis(5)), "{starts:?}");
+    assert!(
+        at("free").iter().all(|t| *t < Duration::from_millis(5)),
+        "{starts:?}"
+    );
     let paced = at("paced");
     for (i, t) in paced.iter().enumerate() {
         let want = Duration::from_millis(500) * i as u32;
@@ -184,7 +191,10 @@ async fn millions_of_keys_over_time_do_not_grow_memory() {
     let mut most = 0;
     for round in 0..20 {
         for i in 0..1000 {
-            pool.key(format!("user-{round}-{i}")).execute(async {}).await.unwrap();
+            pool.key(format!("user-{round}-{i}"))
+                .execute(async {})
+                .await
+                .unwrap();
         }
         pool.idle().await;
         most = most.max(pool.stats().keys);
@@ -203,7 +213,10 @@ async fn unpaced_keys_are_forgotten_as_soon_as_idle() {
         .per_key(KeyLimit::concurrency(2))
         .build();
     for i in 0..10_000 {
-        pool.key(format!("host-{i}")).execute(async {}).await.unwrap();
+        pool.key(format!("host-{i}"))
+            .execute(async {})
+            .await
+            .unwrap();
     }
     pool.join().await;
     let s = pool.stats();

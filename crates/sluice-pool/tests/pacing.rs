@@ -62,7 +62,11 @@ async fn two_at_a_time_and_at_most_four_a_second() {
             .iter()
             .filter(|t| **t - *s < Duration::from_secs(1))
             .count();
-        assert!(in_window <= 4, "{in_window} starts within 1 s of {:?}", *s - t0);
+        assert!(
+            in_window <= 4,
+            "{in_window} starts within 1 s of {:?}",
+            *s - t0
+        );
     }
     // ...and never more than 2 at once: each start waits for a finish.
     for (i, s) in starts.iter().enumerate().skip(2) {
@@ -85,5 +89,8 @@ async fn burst_lets_a_few_go_at_once() {
     let t0 = starts[0];
     let offsets: Vec<u128> = starts.iter().map(|s| (*s - t0).as_millis()).collect();
     assert_eq!(&offsets[..3], &[0, 0, 0], "a burst of three: {offsets:?}");
-    assert!(offsets[3] >= 99 && offsets[5] <= 302, "then 100 ms apart: {offsets:?}");
+    assert!(
+        offsets[3] >= 99 && offsets[5] <= 302,
+        "then 100 ms apart: {offsets:?}"
+    );
 }

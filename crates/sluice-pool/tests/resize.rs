@@ -61,7 +61,11 @@ async fn shrinking_never_interrupts_and_takes_effect_as_tasks_finish() {
     for _ in 0..3 {
         ended.recv().await.unwrap();
     }
-    assert_eq!(starts.drain_now(), Vec::<usize>::new(), "nothing new started");
+    assert_eq!(
+        starts.drain_now(),
+        Vec::<usize>::new(),
+        "nothing new started"
+    );
     assert_eq!(probe.now(), 1);
     // From now on, one at a time.
     for _ in 0..16 {
@@ -103,7 +107,10 @@ async fn resize_to_zero_pauses_and_back_resumes() {
     let pool = Pool::builder().concurrency(0).queue_capacity(10).build();
     let h = pool.submit(async { "ran" }).await.unwrap();
     assert_eq!(pool.stats().queued, 1);
-    assert!(pool.try_execute(async {}).is_ok(), "queue still takes tasks");
+    assert!(
+        pool.try_execute(async {}).is_ok(),
+        "queue still takes tasks"
+    );
     pool.resize(1);
     assert_eq!(h.await.unwrap(), "ran");
     pool.join().await;
