@@ -82,6 +82,9 @@ impl Builder {
 
     /// Chooses each key's limit when the key is first seen (or seen again
     /// after it went idle and was forgotten).
+    ///
+    /// `limit` runs under the pool's lock: keep it a quick lookup, and never
+    /// call the pool from it.
     pub fn per_key_with<F>(mut self, limit: F) -> Builder
     where
         F: Fn(&Key) -> KeyLimit + Send + Sync + 'static,
