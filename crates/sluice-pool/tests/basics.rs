@@ -89,15 +89,7 @@ async fn submit_waits_for_room_then_gets_in() {
     let pool = Pool::builder().concurrency(2).queue_capacity(1).build();
     let gate = Gate::new();
     let mut starts = Starts::new();
-    for i in 0..3 {
-        let (g, tx) = (gate.clone(), starts.sender());
-        pool.execute(async move {
-            tx.send(i).unwrap();
-            g.pass().await;
-        })
-        .await
-        .unwrap();
-    }
+    common::execute_gated(&pool, 0..3, &gate, &starts).await;
     starts.wait(2).await;
     assert_eq!(pool.stats().queued, 1);
 

@@ -11,15 +11,7 @@ async fn a_group_waits_for_its_batch_only() {
     let other_gate = Gate::new();
     let mut starts = Starts::new();
     // Unrelated work that stays running throughout.
-    for i in 0..3 {
-        let (g, tx) = (other_gate.clone(), starts.sender());
-        pool.execute(async move {
-            tx.send(i).unwrap();
-            g.pass().await;
-        })
-        .await
-        .unwrap();
-    }
+    common::execute_gated(&pool, 0..3, &other_gate, &starts).await;
     starts.wait(3).await;
 
     let batch = pool.group();

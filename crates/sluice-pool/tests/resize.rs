@@ -10,15 +10,7 @@ async fn growing_starts_waiting_tasks_at_once() {
     let pool = Pool::builder().concurrency(2).queue_capacity(100).build();
     let gate = Gate::new();
     let mut starts = Starts::new();
-    for i in 0..10 {
-        let (g, tx) = (gate.clone(), starts.sender());
-        pool.execute(async move {
-            tx.send(i).unwrap();
-            g.pass().await;
-        })
-        .await
-        .unwrap();
-    }
+    common::execute_gated(&pool, 0..10, &gate, &starts).await;
     starts.wait(2).await;
     pool.resize(6);
     // Four more start with nothing else happening: no task had to finish.
@@ -84,15 +76,7 @@ async fn resize_works_from_a_plain_thread() {
     let pool = Pool::builder().concurrency(1).queue_capacity(10).build();
     let gate = Gate::new();
     let mut starts = Starts::new();
-    for i in 0..3 {
-        let (g, tx) = (gate.clone(), starts.sender());
-        pool.execute(async move {
-            tx.send(i).unwrap();
-            g.pass().await;
-        })
-        .await
-        .unwrap();
-    }
+    common::execute_gated(&pool, 0..3, &gate, &starts).await;
     starts.wait(1).await;
     let p = pool.clone();
     std::thread::spawn(move || p.resize(3)).join().unwrap();

@@ -110,6 +110,24 @@ impl Starts {
     }
 }
 
+/// Submits one task per id: it reports its start, then waits at the gate.
+pub async fn execute_gated(
+    pool: &sluice_pool::Pool,
+    ids: impl IntoIterator<Item = usize>,
+    gate: &Gate,
+    starts: &Starts,
+) {
+    for i in ids {
+        let (g, tx) = (gate.clone(), starts.sender());
+        pool.execute(async move {
+            tx.send(i).unwrap();
+            g.pass().await;
+        })
+        .await
+        .unwrap();
+    }
+}
+
 /// Every admitted task accounted for exactly once.
 pub fn assert_accounted(s: &sluice_pool::Stats, running_tasks: u64) {
     assert_eq!(
