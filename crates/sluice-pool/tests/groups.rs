@@ -59,27 +59,31 @@ async fn an_empty_group_is_done_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn groups_count_panics_refusals_and_keyed_tasks() {
     let pool = Pool::builder()
-        .concurrency(2)
+        .concurrency(1)
         .queue_capacity(1)
         .per_key(KeyLimit::concurrency(1))
         .build();
     let group = pool.group();
     let gate = Gate::new();
-    let g = gate.clone();
+    let mut starts = Starts::new();
+    let (g, tx) = (gate.clone(), starts.sender());
     group
         .key("host")
-        .execute(async move { g.pass().await })
+        .execute(async move {
+            tx.send(0).unwrap();
+            g.pass().await
+        })
         .await
         .unwrap();
+    starts.wait(1).await;
     group.execute(async { panic!("in a group") }).await.unwrap();
-    // A refused submission leaves nothing pending behind.
-    let g = gate.clone();
-    group.try_execute(async move { g.pass().await }).ok();
-    let before = group.pending();
-    while group.try_execute(async {}).is_ok() {}
-    assert!(group.pending() >= before);
+    assert_eq!(group.pending(), 2, "one running, one queued");
+    // The pool is full: a refused submission leaves nothing pending behind.
+    assert!(group.try_execute(async {}).unwrap_err().is_full());
+    assert_eq!(group.pending(), 2);
     gate.open();
     group.wait().await;
     assert_eq!(group.pending(), 0);
-    assert_eq!(pool.stats().panicked, 1);
+    let s = pool.stats();
+    assert_eq!((s.completed, s.panicked, s.rejected), (1, 1, 1));
 }
