@@ -1,0 +1,523 @@
+//! `http`: deliver the job over HTTP.
+//!
+//! ```toml
+//! [[pipeline.step]]
+//! type = "http"
+//! url = "https://ingest.example.com/reports/{{ id }}"
+//! body = '{"id": {{ id | tojson }}, "report": {{ report | tojson }}}'
+//! headers = { authorization = "Bearer ${INGEST_TOKEN}" }
+//! max_in_flight = 200      # per destination (scheme://host:port)
+//! rate = "500/s"           # per destination
+//! [pipeline.step.signing]  # Standard Webhooks
+//! secret = "${WEBHOOK_SECRET}"
+//! ```
+//!
+//! Statuses: `success_statuses` (default `["2xx"]`) ack the job;
+//! `retry_statuses` (default `[408, 429, "5xx"]`) retry it, after the
+//! response's `Retry-After` when it has one; every other status fails it
+//! permanently. Timeouts and connection errors are retried.
+//!
+//! One HTTP client, with its connection pool, serves every step of the
+//! process. Per-destination limits run each request through a
+//! [`sluice_pool::Pool`] keyed by destination.
+
+mod signing;
+
+pub use signing::SigningKey;
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use futures::future::BoxFuture;
+use minijinja::Value;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use sluice_pool::{KeyLimit, Pool};
+use url::Url;
+
+use super::{BuildContext, FieldError, Step, check_var_name, compile};
+use crate::config::parse_rate;
+use crate::runtime::job::{Job, JobError};
+use crate::template::Template;
+
+/// `type = "http"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// The request method. Default `POST`.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// The URL (a template).
+    pub url: String,
+    /// Request headers; values are templates. `content-type` defaults to
+    /// `application/json` when there is a body.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The request body (a template). None sends no body.
+    pub body: Option<String>,
+    /// Give up on one request after this long (retried). Default 30 s.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Statuses that mean success: numbers or classes like `"2xx"`.
+    #[serde(default = "default_success")]
+    pub success_statuses: Vec<StatusSpec>,
+    /// Statuses worth retrying. Everything neither success nor retry fails
+    /// the job permanently.
+    #[serde(default = "default_retry")]
+    pub retry_statuses: Vec<StatusSpec>,
+    /// At most this many requests in flight per destination.
+    pub max_in_flight: Option<usize>,
+    /// At most this many request starts per destination, e.g. `"500/s"`,
+    /// `"30/min"`.
+    pub rate: Option<String>,
+    /// The longest `Retry-After` honoured; longer ones are cut to this.
+    /// Default 300 s.
+    #[serde(default = "default_max_retry_after_secs")]
+    pub max_retry_after_secs: u64,
+    /// Keep the response body (as text) in this variable.
+    pub into: Option<String>,
+    /// Sign requests per Standard Webhooks.
+    pub signing: Option<SigningConfig>,
+}
+
+/// `[pipeline.step.signing]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    /// `whsec_` + base64 key. Use `${VAR}` to keep it out of the file.
+    pub secret: String,
+    /// The `webhook-id` (a template); the same on every retry so the
+    /// receiver can deduplicate. Default: the message id.
+    #[serde(default = "default_signing_id")]
+    pub id: String,
+}
+
+/// A status or a class of statuses (`"4xx"`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum StatusSpec {
+    Code(u16),
+    Class(String),
+}
+
+fn default_method() -> String {
+    "POST".into()
+}
+fn default_timeout_ms() -> u64 {
+    30_000
+}
+fn default_success() -> Vec<StatusSpec> {
+    vec![StatusSpec::Class("2xx".into())]
+}
+fn default_retry() -> Vec<StatusSpec> {
+    vec![
+        StatusSpec::Code(408),
+        StatusSpec::Code(429),
+        StatusSpec::Class("5xx".into()),
+    ]
+}
+fn default_max_retry_after_secs() -> u64 {
+    300
+}
+fn default_signing_id() -> String {
+    "{{ message.id }}".into()
+}
+
+/// Inclusive status ranges.
+#[derive(Clone, Debug)]
+struct Statuses(Vec<(u16, u16)>);
+
+impl Statuses {
+    fn parse(field: &str, specs: &[StatusSpec]) -> Result<Statuses, FieldError> {
+        let mut ranges = Vec::new();
+        for s in specs {
+            ranges.push(match s {
+                StatusSpec::Code(c) if (100..600).contains(c) => (*c, *c),
+                StatusSpec::Class(c)
+                    if c.len() == 3
+                        && c[1..].eq_ignore_ascii_case("xx")
+                        && (b'1'..=b'5').contains(&c.as_bytes()[0]) =>
+                {
+                    let h = u16::from(c.as_bytes()[0] - b'0') * 100;
+                    (h, h + 99)
+                }
+                other => {
+                    return Err(FieldError::new(
+                        field,
+                        format!(
+                            "{other:?} is not a status: use a number (404) or a class (\"4xx\")"
+                        ),
+                    ));
+                }
+            });
+        }
+        Ok(Statuses(ranges))
+    }
+
+    fn contains(&self, status: u16) -> bool {
+        self.0.iter().any(|(lo, hi)| (*lo..=*hi).contains(&status))
+    }
+}
+
+/// The built step.
+#[derive(Debug)]
+pub struct Http {
+    method: Method,
+    url: Template,
+    headers: Vec<(HeaderName, Template)>,
+    body: Option<Template>,
+    default_content_type: bool,
+    timeout: Duration,
+    success: Statuses,
+    retry: Statuses,
+    max_retry_after: Duration,
+    into: Option<String>,
+    signing: Option<(SigningKey, Template)>,
+    limit: Option<KeyLimit>,
+    concurrency: usize,
+    /// Made on first use, inside the runtime.
+    destinations: OnceLock<Pool>,
+}
+
+impl HttpConfig {
+    pub fn build(&self, cx: &BuildContext) -> Result<Http, FieldError> {
+        let method = Method::from_str(&self.method.to_ascii_uppercase()).map_err(|_| {
+            FieldError::new("method", format!("`{}` is not an HTTP method", self.method))
+        })?;
+        let url = compile("url", &self.url)?;
+        if url.is_literal() {
+            check_url(&self.url).map_err(|e| FieldError::new("url", e))?;
+        }
+        let mut headers = Vec::new();
+        for (name, value) in &self.headers {
+            let field = format!("headers.{name}");
+            let hn = HeaderName::from_str(name)
+                .map_err(|_| FieldError::new(&field, format!("`{name}` is not a header name")))?;
+            headers.push((hn, compile(&field, value)?));
+        }
+        let default_content_type =
+            self.body.is_some() && !headers.iter().any(|(n, _)| *n == CONTENT_TYPE);
+        let body = match &self.body {
+            Some(b) => Some(compile("body", b)?),
+            None => None,
+        };
+        if let Some(into) = &self.into {
+            check_var_name("into", into)?;
+        }
+        let signing = match &self.signing {
+            Some(s) => Some((
+                SigningKey::parse(&s.secret).map_err(|e| FieldError::new("signing.secret", e))?,
+                compile("signing.id", &s.id)?,
+            )),
+            None => None,
+        };
+        if self.max_in_flight == Some(0) {
+            return Err(FieldError::new("max_in_flight", "must be at least 1"));
+        }
+        let rate = match &self.rate {
+            Some(r) => Some(parse_rate(r).map_err(|e| FieldError::new("rate", e))?),
+            None => None,
+        };
+        let limit = match (self.max_in_flight, rate) {
+            (None, None) => None,
+            (n, r) => {
+                let mut l = n.map_or_else(KeyLimit::unlimited, KeyLimit::concurrency);
+                if let Some(r) = r {
+                    l = l.with_rate(r);
+                }
+                Some(l)
+            }
+        };
+        if self.timeout_ms == 0 {
+            return Err(FieldError::new("timeout_ms", "must be more than 0"));
+        }
+        Ok(Http {
+            method,
+            url,
+            headers,
+            body,
+            default_content_type,
+            timeout: Duration::from_millis(self.timeout_ms),
+            success: Statuses::parse("success_statuses", &self.success_statuses)?,
+            retry: Statuses::parse("retry_statuses", &self.retry_statuses)?,
+            max_retry_after: Duration::from_secs(self.max_retry_after_secs),
+            into: self.into.clone(),
+            signing,
+            limit,
+            concurrency: cx.concurrency.max(1),
+            destinations: OnceLock::new(),
+        })
+    }
+}
+
+fn check_url(raw: &str) -> Result<Url, String> {
+    let url = Url::parse(raw).map_err(|e| format!("`{}` is not a URL: {e}", redact(raw)))?;
+    match url.scheme() {
+        "http" | "https" => Ok(url),
+        s => Err(format!(
+            "`{s}://` is not an HTTP URL; use http:// or https://"
+        )),
+    }
+}
+
+/// A URL without its query and credentials, safe for logs and reasons.
+fn redact(raw: &str) -> String {
+    match Url::parse(raw) {
+        Ok(u) => {
+            let host = u.host_str().unwrap_or("");
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            format!("{}://{host}{port}{}", u.scheme(), u.path())
+        }
+        Err(_) => raw.split(['?', '@']).next().unwrap_or("").to_owned(),
+    }
+}
+
+/// The one HTTP client of the process: pooled connections, shared by steps.
+pub fn client() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the HTTP client's TLS backend initialises")
+    })
+}
+
+/// What came back, read inside the destination's slot.
+struct Answer {
+    status: StatusCode,
+    retry_after: Option<String>,
+    body: Bytes,
+}
+
+/// How much of a response body is read (the rest is dropped with the
+/// connection).
+const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
+async fn exchange(req: reqwest::RequestBuilder) -> Result<Answer, reqwest::Error> {
+    let mut resp = req.send().await?;
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut body = BytesMut::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = MAX_RESPONSE_BYTES - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() == MAX_RESPONSE_BYTES {
+            break;
+        }
+    }
+    Ok(Answer {
+        status,
+        retry_after,
+        body: body.freeze(),
+    })
+}
+
+impl Http {
+    async fn deliver(&self, job: &mut Job) -> Result<(), JobError> {
+        let ctx = job.context();
+        let raw_url = self.url.render_field("url", ctx.clone())?;
+        let url = check_url(&raw_url).map_err(|e| JobError::fail(format!("http: {e}")))?;
+        let shown = redact(&raw_url);
+        let body = match &self.body {
+            Some(t) => Some(t.render_field("body", ctx.clone())?),
+            None => None,
+        };
+        let mut headers = HeaderMap::with_capacity(self.headers.len() + 4);
+        for (name, t) in &self.headers {
+            let v = t.render_field(name.as_str(), ctx.clone())?;
+            let v = HeaderValue::from_str(&v).map_err(|_| {
+                JobError::fail(format!(
+                    "http: header `{name}` renders to a value HTTP cannot carry"
+                ))
+            })?;
+            headers.insert(name.clone(), v);
+        }
+        if self.default_content_type {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        if let Some((key, id)) = &self.signing {
+            let id = id.render_field("signing.id", ctx)?;
+            let ts = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let sig = key.sign(&id, ts, body.as_deref().unwrap_or("").as_bytes());
+            let id = HeaderValue::from_str(&id).map_err(|_| {
+                JobError::fail("http: signing.id renders to a value HTTP cannot carry")
+            })?;
+            headers.insert("webhook-id", id);
+            headers.insert("webhook-timestamp", HeaderValue::from(ts));
+            headers.insert(
+                "webhook-signature",
+                HeaderValue::from_str(&sig).expect("base64 is a valid header value"),
+            );
+        }
+        let destination = format!(
+            "{}://{}:{}",
+            url.scheme(),
+            url.host_str().unwrap_or(""),
+            url.port_or_known_default().unwrap_or(0)
+        );
+        let mut req = client()
+            .request(self.method.clone(), url)
+            .headers(headers)
+            .timeout(self.timeout);
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let answer = match &self.limit {
+            None => exchange(req).await,
+            Some(limit) => {
+                let limit = *limit;
+                let pool = self.destinations.get_or_init(|| {
+                    Pool::builder()
+                        .concurrency(self.concurrency)
+                        .queue_capacity(self.concurrency)
+                        .per_key(limit)
+                        .build()
+                });
+                let handle = pool
+                    .key(destination)
+                    .submit(exchange(req))
+                    .await
+                    .map_err(|_| JobError::retry("http: shutting down"))?;
+                handle
+                    .await
+                    .map_err(|e| JobError::retry(format!("http: request task ended: {e}")))?
+            }
+        };
+        let answer = answer.map_err(|e| self.transport_error(&shown, &e))?;
+        let status = answer.status.as_u16();
+        if self.success.contains(status) {
+            if let Some(into) = &self.into {
+                job.set(
+                    into,
+                    Value::from(String::from_utf8_lossy(&answer.body).into_owned()),
+                );
+            }
+            return Ok(());
+        }
+        let reason = format!(
+            "http: {} {shown} answered {}{}",
+            self.method,
+            answer.status,
+            snippet(&answer.body)
+        );
+        if self.retry.contains(status) {
+            let after = answer
+                .retry_after
+                .as_deref()
+                .and_then(parse_retry_after)
+                .map(|d| d.min(self.max_retry_after));
+            Err(JobError::Retry { after, reason })
+        } else {
+            Err(JobError::Fail { reason })
+        }
+    }
+
+    fn transport_error(&self, shown: &str, e: &reqwest::Error) -> JobError {
+        if e.is_timeout() {
+            JobError::retry(format!(
+                "http: {} {shown} timed out after {} ms",
+                self.method,
+                self.timeout.as_millis()
+            ))
+        } else if e.is_builder() {
+            JobError::fail(format!("http: cannot build the request to {shown}: {e}"))
+        } else {
+            // Connection refused or reset, a broken body: the server may
+            // well answer next time.
+            let mut msg = format!("http: {} {shown} failed: {e}", self.method);
+            let mut src = std::error::Error::source(e);
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            JobError::retry(msg)
+        }
+    }
+}
+
+/// The start of a response body, for a failure's reason.
+fn snippet(body: &[u8]) -> String {
+    if body.is_empty() {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    let text = text.trim();
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!(": {text}")
+    }
+}
+
+/// `Retry-After` as delta-seconds or an HTTP date.
+fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(
+        when.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+impl Step for Http {
+    fn kind(&self) -> &'static str {
+        "http"
+    }
+
+    fn run<'a>(&'a self, job: &'a mut Job) -> BoxFuture<'a, Result<(), JobError>> {
+        Box::pin(self.deliver(job))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classes() {
+        let s = Statuses::parse(
+            "x",
+            &[StatusSpec::Code(408), StatusSpec::Class("5xx".into())],
+        )
+        .unwrap();
+        assert!(s.contains(408) && s.contains(503) && !s.contains(404));
+        assert!(Statuses::parse("x", &[StatusSpec::Class("6xx".into())]).is_err());
+        assert!(Statuses::parse("x", &[StatusSpec::Code(99)]).is_err());
+    }
+
+    #[test]
+    fn retry_after_both_forms() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        let later = SystemTime::now() + Duration::from_secs(120);
+        let d = parse_retry_after(&httpdate::fmt_http_date(later)).unwrap();
+        assert!(
+            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
+            "{d:?}"
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn redaction_drops_query_and_credentials() {
+        assert_eq!(
+            redact("https://user:pw@h.example:8443/p/q?token=secret"),
+            "https://h.example:8443/p/q"
+        );
+    }
+}
