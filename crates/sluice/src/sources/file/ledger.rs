@@ -1,0 +1,383 @@
+//! The file source's durable record: which lines are settled (the
+//! checkpoint) and which failed (the failures file and its reasons).
+//!
+//! The checkpoint is a journal, one write per batch of settlements, so a
+//! `kill -9` loses at most what was still in memory: on restart only the
+//! lines that were unsettled (in flight or waiting to retry) run again.
+//!
+//! ```text
+//! sluice-checkpoint 1
+//! read 81920            every line below this offset was received...
+//! pending 512 1024      ...and all but these were settled
+//! settled 90112         a line at or above `read` that was settled later
+//! settled 1024
+//! ```
+//!
+//! A failed line is written to the failures file (as it was, so the file
+//! can be fed back in) and its reason to `<failures>.reasons` (JSON lines)
+//! before its settlement is journaled, and both files are synced first.
+
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+const HEADER: &str = "sluice-checkpoint 1";
+/// Rewrite the journal as a snapshot once it holds this many records.
+const COMPACT_EVERY: usize = 100_000;
+
+/// What a checkpoint says about an input.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Resume {
+    /// Lines below this offset were received...
+    pub read: u64,
+    /// ...and settled, except these.
+    pub pending: BTreeSet<u64>,
+    /// Lines at or above `read` that were settled.
+    pub settled_above: BTreeSet<u64>,
+}
+
+impl Resume {
+    /// Where reading restarts.
+    pub fn start(&self) -> u64 {
+        self.pending.first().copied().unwrap_or(self.read)
+    }
+
+    /// True when the line at `offset` was settled before.
+    pub fn is_settled(&self, offset: u64) -> bool {
+        if offset < self.read {
+            !self.pending.contains(&offset) || self.settled_above.contains(&offset)
+        } else {
+            self.settled_above.contains(&offset)
+        }
+    }
+
+    /// Reads a checkpoint; a missing file is a fresh start.
+    pub fn load(path: &Path) -> io::Result<Resume> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Resume::default()),
+            Err(e) => return Err(e),
+        };
+        let bad = |n: usize, why: &str| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("line {n}: {why}; delete it to start over"),
+            )
+        };
+        let mut r = Resume::default();
+        // The text after the last newline is a record a crash cut short.
+        let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+        for (i, line) in complete.lines().enumerate() {
+            let n = i + 1;
+            if i == 0 {
+                if line != HEADER {
+                    return Err(bad(n, "not a sluice checkpoint"));
+                }
+                continue;
+            }
+            let mut words = line.split_ascii_whitespace();
+            let num = |w: &str| w.parse::<u64>().map_err(|_| bad(n, "not a number"));
+            match words.next() {
+                Some("read") => r.read = num(words.next().unwrap_or(""))?,
+                Some("pending") => {
+                    for w in words {
+                        r.pending.insert(num(w)?);
+                    }
+                }
+                Some("settled") => {
+                    let at = num(words.next().unwrap_or(""))?;
+                    if at < r.read {
+                        r.pending.remove(&at);
+                    } else {
+                        r.settled_above.insert(at);
+                    }
+                }
+                None => {}
+                Some(_) => return Err(bad(n, "unknown record")),
+            }
+        }
+        if !complete.is_empty() && !complete.starts_with(HEADER) {
+            return Err(bad(1, "not a sluice checkpoint"));
+        }
+        Ok(r)
+    }
+}
+
+/// What the source tells the ledger.
+#[derive(Debug)]
+pub enum Event {
+    /// Lines at these offsets were handed out; reading is now at `read`.
+    Received { offsets: Vec<u64>, read: u64 },
+    /// The line at this offset succeeded.
+    Settled(u64),
+    /// The line failed for good: store it, then count it settled.
+    Failed {
+        offset: u64,
+        /// The line as read; None when it was too long to keep.
+        line: Option<Bytes>,
+        attempts: u32,
+        reason: String,
+        done: oneshot::Sender<io::Result<()>>,
+    },
+    /// Write a final snapshot and sync everything.
+    Close(oneshot::Sender<io::Result<()>>),
+}
+
+/// Where the ledger writes.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub checkpoint: Option<PathBuf>,
+    pub failures: PathBuf,
+}
+
+impl Paths {
+    pub fn reasons(&self) -> PathBuf {
+        let mut p = self.failures.clone().into_os_string();
+        p.push(".reasons");
+        p.into()
+    }
+}
+
+/// Runs the ledger on a blocking thread until `Close` or the channel ends.
+pub fn spawn(
+    paths: Paths,
+    resume: Resume,
+    rx: mpsc::UnboundedReceiver<Event>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::task::spawn_blocking(move || Ledger::new(paths, resume).run(rx))
+}
+
+struct Ledger {
+    paths: Paths,
+    read: u64,
+    pending: BTreeSet<u64>,
+    settled_above: BTreeSet<u64>,
+    journal: Option<File>,
+    records: usize,
+    failures: Option<(File, File)>,
+    /// A write failed: every later settlement reports it.
+    broken: Option<String>,
+}
+
+impl Ledger {
+    /// Starts from what the checkpoint said: its unsettled lines stay
+    /// pending until this run settles them.
+    fn new(paths: Paths, resume: Resume) -> Ledger {
+        Ledger {
+            paths,
+            read: resume.read,
+            pending: resume.pending,
+            settled_above: resume.settled_above,
+            journal: None,
+            records: 0,
+            failures: None,
+            broken: None,
+        }
+    }
+
+    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event>) {
+        let mut batch = Vec::new();
+        while let Some(first) = rx.blocking_recv() {
+            batch.push(first);
+            while let Ok(more) = rx.try_recv() {
+                batch.push(more);
+                if batch.len() >= 4096 {
+                    break;
+                }
+            }
+            let closing = self.apply(&mut batch);
+            if let Some(done) = closing {
+                let r = self.snapshot().and_then(|_| self.sync_failures());
+                let _ = done.send(r);
+                return;
+            }
+        }
+    }
+
+    /// Applies a batch: failures stored and synced, then one journal write.
+    fn apply(&mut self, batch: &mut Vec<Event>) -> Option<oneshot::Sender<io::Result<()>>> {
+        let mut journal = String::new();
+        let mut answers = Vec::new();
+        let mut wrote_failures = false;
+        let mut close = None;
+        for ev in batch.drain(..) {
+            match ev {
+                Event::Received { offsets, read } => {
+                    self.pending.extend(offsets);
+                    self.read = self.read.max(read);
+                    self.settled_above.retain(|&o| o >= read);
+                }
+                Event::Settled(at) => self.settle(at, &mut journal),
+                Event::Failed {
+                    offset,
+                    line,
+                    attempts,
+                    reason,
+                    done,
+                } => match self.store_failure(offset, line.as_deref(), attempts, &reason) {
+                    Ok(()) => {
+                        wrote_failures = true;
+                        self.settle(offset, &mut journal);
+                        answers.push((done, None));
+                    }
+                    Err(e) => answers.push((done, Some(e.to_string()))),
+                },
+                Event::Close(done) => close = Some(done),
+            }
+        }
+        let mut outcome = Ok(());
+        if wrote_failures {
+            outcome = self.sync_failures();
+        }
+        if outcome.is_ok() && !journal.is_empty() {
+            outcome = self.append(&journal);
+        }
+        if let Err(e) = &outcome {
+            self.broken.get_or_insert_with(|| e.to_string());
+        }
+        for (done, err) in answers {
+            let err = err.or_else(|| self.broken.clone());
+            let _ = done.send(match err {
+                None => Ok(()),
+                Some(e) => Err(io::Error::other(e)),
+            });
+        }
+        if self.records >= COMPACT_EVERY {
+            if let Err(e) = self.snapshot() {
+                self.broken.get_or_insert_with(|| e.to_string());
+            }
+        }
+        close
+    }
+
+    fn settle(&mut self, at: u64, journal: &mut String) {
+        self.pending.remove(&at);
+        if self.paths.checkpoint.is_some() {
+            use std::fmt::Write as _;
+            let _ = writeln!(journal, "settled {at}");
+            self.records += 1;
+        }
+    }
+
+    fn store_failure(
+        &mut self,
+        offset: u64,
+        line: Option<&[u8]>,
+        attempts: u32,
+        reason: &str,
+    ) -> io::Result<()> {
+        if self.failures.is_none() {
+            let open = |p: &Path| OpenOptions::new().create(true).append(true).open(p);
+            self.failures = Some((open(&self.paths.failures)?, open(&self.paths.reasons())?));
+        }
+        let (lines, reasons) = self.failures.as_mut().expect("opened above");
+        if let Some(line) = line {
+            let mut buf = Vec::with_capacity(line.len() + 1);
+            buf.extend_from_slice(line);
+            buf.push(b'\n');
+            lines.write_all(&buf)?;
+        }
+        let record = serde_json::json!({
+            "offset": offset,
+            "attempts": attempts,
+            "reason": reason,
+            "copied_to_failures": line.is_some(),
+        });
+        reasons.write_all(format!("{record}\n").as_bytes())?;
+        Ok(())
+    }
+
+    fn sync_failures(&mut self) -> io::Result<()> {
+        if let Some((a, b)) = &self.failures {
+            a.sync_data()?;
+            b.sync_data()?;
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, text: &str) -> io::Result<()> {
+        if self.paths.checkpoint.is_none() {
+            return Ok(());
+        }
+        if self.journal.is_none() {
+            // First write of this run: start from a snapshot so the journal
+            // never depends on an older run's records.
+            self.snapshot()?;
+        }
+        let j = self.journal.as_mut().expect("snapshot opens the journal");
+        j.write_all(text.as_bytes())
+    }
+
+    /// Replaces the journal with the current state, atomically.
+    fn snapshot(&mut self) -> io::Result<()> {
+        let Some(path) = self.paths.checkpoint.clone() else {
+            return Ok(());
+        };
+        let mut text = format!("{HEADER}\nread {}\npending", self.read);
+        for p in &self.pending {
+            text.push_str(&format!(" {p}"));
+        }
+        text.push('\n');
+        for s in &self.settled_above {
+            text.push_str(&format!("settled {s}\n"));
+        }
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let mut f = File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, &path)?;
+        self.journal = Some(OpenOptions::new().append(true).open(&path)?);
+        self.records = 0;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resume_rules() {
+        let r = Resume {
+            read: 100,
+            pending: BTreeSet::from([10, 50]),
+            settled_above: BTreeSet::from([120]),
+        };
+        assert_eq!(r.start(), 10);
+        assert!(r.is_settled(0) && r.is_settled(30));
+        assert!(!r.is_settled(10) && !r.is_settled(50));
+        assert!(!r.is_settled(110) && r.is_settled(120));
+    }
+
+    #[test]
+    fn journal_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp");
+        std::fs::write(
+            &path,
+            format!("{HEADER}\nread 100\npending 10 50\nsettled 50\nsettled 130\nsett"),
+        )
+        .unwrap();
+        let r = Resume::load(&path).unwrap();
+        assert_eq!(r.read, 100);
+        assert_eq!(r.pending, BTreeSet::from([10]));
+        assert_eq!(r.settled_above, BTreeSet::from([130]));
+        std::fs::write(&path, "something else\n").unwrap();
+        assert!(
+            Resume::load(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("not a sluice checkpoint")
+        );
+        assert_eq!(
+            Resume::load(&dir.path().join("none")).unwrap(),
+            Resume::default()
+        );
+    }
+}
