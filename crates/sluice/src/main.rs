@@ -1,61 +1,225 @@
 //! The `sluice` command line. Thin: every command lives in the library.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use sluice::demo::{self, DemoConfig};
+use sluice::runtime::{self, Progress, RunOptions, Shutdown};
+use sluice::testkit::{Receiver, ReceiverConfig};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "sluice",
     version,
-    about = "Drain queues through I/O-heavy jobs, many in flight"
+    about = "Drain queues through I/O-heavy jobs, many in flight, acknowledging only after success"
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ProgressArg {
+    Auto,
+    Bar,
+    Log,
+    Off,
+}
+
+impl From<ProgressArg> for Progress {
+    fn from(p: ProgressArg) -> Progress {
+        match p {
+            ProgressArg::Auto => Progress::Auto,
+            ProgressArg::Bar => Progress::Bar,
+            ProgressArg::Log => Progress::Log,
+            ProgressArg::Off => Progress::Off,
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Show the worker pool at work on simulated deliveries (no server needed).
+    /// Run the pipelines of a config until their sources end or SIGTERM.
+    ///
+    /// Exit code 0: every message received was settled. 3: some were handed
+    /// back unsettled (forced stop, shutdown timeout) or a source failed.
+    /// 1: the config or start-up failed.
+    Run {
+        /// The config file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// How to show progress.
+        #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+        progress: ProgressArg,
+    },
+    /// Check a config without running it: exit 0 when it is valid.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Run the real pipeline on generated jobs against a local HTTP receiver.
     Demo {
         /// Jobs to run.
-        #[arg(long, default_value_t = 20_000)]
+        #[arg(long, default_value_t = 100_000)]
         jobs: u64,
         /// Jobs in flight at once.
         #[arg(long, default_value_t = 1_000)]
         concurrency: usize,
-        /// Jobs in flight at once per destination.
-        #[arg(long, default_value_t = 300)]
-        per_destination: usize,
+        /// The receiver's latency, in ms: `20-50` or `20`.
+        #[arg(long, default_value = "20-50")]
+        latency_ms: String,
+        /// Keep the generated files here instead of a temporary directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+        progress: ProgressArg,
+    },
+    /// Serve the fault-injecting test receiver (for benchmarks and trials).
+    Receiver {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Latency in ms: `20-50` or `20`.
+        #[arg(long, default_value = "20")]
+        latency_ms: String,
+        /// Fraction of requests answered 503.
+        #[arg(long, default_value_t = 0.0)]
+        error_rate: f64,
+        /// Fraction answered 429 with Retry-After: 1.
+        #[arg(long, default_value_t = 0.0)]
+        throttle_rate: f64,
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn latency(s: &str) -> anyhow::Result<(Duration, Duration)> {
+    let (lo, hi) = s.split_once('-').unwrap_or((s, s));
+    let ms = |v: &str| -> anyhow::Result<Duration> {
+        Ok(Duration::from_millis(v.trim().parse().with_context(
+            || format!("`{s}` is not a latency like 20-50"),
+        )?))
+    };
+    let (lo, hi) = (ms(lo)?, ms(hi)?);
+    anyhow::ensure!(lo <= hi, "latency `{s}`: the low end is above the high end");
+    Ok((lo, hi))
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
-    match cli.command {
-        Command::Demo {
-            jobs,
-            concurrency,
-            per_destination,
-        } => {
-            anyhow::ensure!(
-                concurrency > 0 && per_destination > 0,
-                "--concurrency and --per-destination must be at least 1"
-            );
-            let cfg = DemoConfig {
-                jobs,
-                concurrency,
-                per_destination,
-            };
-            eprintln!(
-                "sluice demo: {jobs} jobs to 5 destinations (20-50 ms each, 0.5 % fail), \
-                 {concurrency} in flight, at most {per_destination} per destination"
-            );
-            let summary = runtime.block_on(async move { demo::run(&cfg).await });
-            println!("{}", summary.render());
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
         }
     }
-    Ok(())
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    sluice::telemetry::init_tracing("info");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        // Local-file reads go through the blocking pool; keep it modest.
+        .max_blocking_threads(64)
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Check { config } => {
+                let loaded = sluice::config::load(&config)?;
+                let pipelines = loaded.build()?;
+                let names: Vec<_> = pipelines.iter().map(|p| p.name.as_str()).collect();
+                println!(
+                    "{}: ok ({} pipeline(s): {})",
+                    config.display(),
+                    names.len(),
+                    names.join(", ")
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Run { config, progress } => {
+                let loaded = sluice::config::load(&config)?;
+                let shutdown = Shutdown::new();
+                shutdown
+                    .on_signals()
+                    .context("listening for SIGTERM/SIGINT")?;
+                let report = runtime::run(
+                    &loaded,
+                    RunOptions {
+                        shutdown,
+                        progress: progress.into(),
+                    },
+                )
+                .await?;
+                eprintln!("{}", runtime::summary(&report));
+                Ok(ExitCode::from(report.exit_code() as u8))
+            }
+            Command::Demo {
+                jobs,
+                concurrency,
+                latency_ms,
+                dir,
+                progress,
+            } => {
+                anyhow::ensure!(concurrency > 0, "--concurrency must be at least 1");
+                let shutdown = Shutdown::new();
+                shutdown
+                    .on_signals()
+                    .context("listening for SIGTERM/SIGINT")?;
+                let cfg = DemoConfig {
+                    jobs,
+                    concurrency,
+                    latency: latency(&latency_ms)?,
+                    dir,
+                    progress: progress.into(),
+                    ..DemoConfig::default()
+                };
+                let out = demo::run(&cfg, shutdown).await?;
+                eprintln!("{}", runtime::summary(&out.report));
+                eprintln!(
+                    "the receiver accepted {} requests; the demo's config: {}",
+                    out.delivered,
+                    out.config_file.display()
+                );
+                let succeeded: u64 = out.report.pipelines.iter().map(|p| p.succeeded).sum();
+                anyhow::ensure!(
+                    out.delivered >= succeeded,
+                    "the receiver accepted {} requests but {succeeded} jobs were acked",
+                    out.delivered
+                );
+                Ok(ExitCode::from(out.report.exit_code() as u8))
+            }
+            Command::Receiver {
+                listen,
+                latency_ms,
+                error_rate,
+                throttle_rate,
+            } => {
+                let rx = Receiver::bind(
+                    listen,
+                    ReceiverConfig {
+                        latency: latency(&latency_ms)?,
+                        error_rate,
+                        throttle_rate,
+                        record: false,
+                        ..ReceiverConfig::default()
+                    },
+                )
+                .await
+                .with_context(|| format!("listening on {listen}"))?;
+                eprintln!("test receiver listening on {}", rx.url());
+                tokio::signal::ctrl_c()
+                    .await
+                    .context("waiting for Ctrl-C")?;
+                eprintln!(
+                    "answered {} requests ({} accepted)",
+                    rx.total(),
+                    rx.accepted()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
 }
