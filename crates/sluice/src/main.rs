@@ -122,7 +122,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         // Local-file reads go through the blocking pool; keep it modest.
-        .max_blocking_threads(64)
+        .max_blocking_threads(16)
         .build()
         .context("starting the tokio runtime")?;
     runtime.block_on(async move {

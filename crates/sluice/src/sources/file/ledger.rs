@@ -142,13 +142,16 @@ impl Paths {
     }
 }
 
-/// Runs the ledger on a blocking thread until `Close` or the channel ends.
+/// Runs the ledger as a task until `Close` or the channel ends.
+///
+/// Appends go to the page cache and take microseconds, so they are made
+/// inline; only the `fsync` of the failures file goes to a blocking thread.
 pub fn spawn(
     paths: Paths,
     resume: Resume,
     rx: mpsc::UnboundedReceiver<Event>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::task::spawn_blocking(move || Ledger::new(paths, resume).run(rx))
+    tokio::spawn(Ledger::new(paths, resume).run(rx))
 }
 
 struct Ledger {
@@ -179,9 +182,9 @@ impl Ledger {
         }
     }
 
-    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event>) {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event>) {
         let mut batch = Vec::new();
-        while let Some(first) = rx.blocking_recv() {
+        while let Some(first) = rx.recv().await {
             batch.push(first);
             while let Ok(more) = rx.try_recv() {
                 batch.push(more);
@@ -189,9 +192,11 @@ impl Ledger {
                     break;
                 }
             }
-            let closing = self.apply(&mut batch);
-            if let Some(done) = closing {
-                let r = self.snapshot().and_then(|_| self.sync_failures());
+            if let Some(done) = self.apply(&mut batch).await {
+                let r = match self.snapshot() {
+                    Ok(()) => self.sync_failures().await,
+                    Err(e) => Err(e),
+                };
                 let _ = done.send(r);
                 return;
             }
@@ -199,7 +204,7 @@ impl Ledger {
     }
 
     /// Applies a batch: failures stored and synced, then one journal write.
-    fn apply(&mut self, batch: &mut Vec<Event>) -> Option<oneshot::Sender<io::Result<()>>> {
+    async fn apply(&mut self, batch: &mut Vec<Event>) -> Option<oneshot::Sender<io::Result<()>>> {
         let mut journal = String::new();
         let mut answers = Vec::new();
         let mut wrote_failures = false;
@@ -231,7 +236,7 @@ impl Ledger {
         }
         let mut outcome = Ok(());
         if wrote_failures {
-            outcome = self.sync_failures();
+            outcome = self.sync_failures().await;
         }
         if outcome.is_ok() && !journal.is_empty() {
             outcome = self.append(&journal);
@@ -291,12 +296,18 @@ impl Ledger {
         Ok(())
     }
 
-    fn sync_failures(&mut self) -> io::Result<()> {
-        if let Some((a, b)) = &self.failures {
+    /// Syncs the failures files on a blocking thread.
+    async fn sync_failures(&mut self) -> io::Result<()> {
+        let Some((a, b)) = &self.failures else {
+            return Ok(());
+        };
+        let (a, b) = (a.try_clone()?, b.try_clone()?);
+        tokio::task::spawn_blocking(move || {
             a.sync_data()?;
-            b.sync_data()?;
-        }
-        Ok(())
+            b.sync_data()
+        })
+        .await
+        .map_err(io::Error::other)?
     }
 
     fn append(&mut self, text: &str) -> io::Result<()> {

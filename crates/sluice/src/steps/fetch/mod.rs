@@ -153,6 +153,11 @@ impl Fetch {
             if got.meta.size > self.max_bytes {
                 return Err(too_big(&raw, got.meta.size, self.max_bytes));
             }
+            if matches!(got.payload, object_store::GetResultPayload::File(..)) {
+                // A local file: its size was checked, and one read on the
+                // blocking pool beats a stream of chunked ones.
+                return got.bytes().await.map_err(|e| classify(&raw, e));
+            }
             let mut buf = BytesMut::with_capacity(got.meta.size as usize);
             let mut stream = got.into_stream();
             while let Some(chunk) = stream.next().await {
