@@ -19,7 +19,8 @@
 //! ```
 //!
 //! Paths `/status/<code>` always answer `<code>`. With `fail_first = n`,
-//! the first `n` requests to each path answer `error_status`.
+//! the first `n` requests to each path answer `error_status`. Every 429
+//! carries `Retry-After: retry_after_secs`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -268,13 +269,15 @@ async fn answer(state: Arc<State>, req: Request<Incoming>) -> Result<Reply, std:
     } else if seen > 0 && seen <= config.fail_first {
         config.error_status
     } else if roll < edge + config.throttle_rate {
-        retry_after = Some(config.retry_after_secs);
         429
     } else if roll < edge + config.throttle_rate + config.error_rate {
         config.error_status
     } else {
         200
     };
+    if status == 429 {
+        retry_after = Some(config.retry_after_secs);
+    }
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if config.record {
         let headers = parts
