@@ -70,6 +70,67 @@ pub fn line_of(text: &str, path: &FieldPath) -> Option<usize> {
     span.map(|s| line_at(text, s.start))
 }
 
+/// The path of the table whose header is the last one before byte `at`,
+/// counting `[[array]]` entries: `pipeline[1].step[0]`.
+pub fn table_at(text: &str, at: usize) -> (FieldPath, usize) {
+    let mut counts: std::collections::HashMap<String, usize> = Default::default();
+    let mut current = String::new();
+    let mut header_line = 1;
+    let mut offset = 0;
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        if offset > at {
+            break;
+        }
+        offset += line.len();
+        let t = line.trim();
+        let (name, array) = if let Some(x) = t.strip_prefix("[[").and_then(|x| x.split("]]").next())
+        {
+            (x.trim(), true)
+        } else if let Some(x) = t.strip_prefix('[').and_then(|x| x.split(']').next()) {
+            (x.trim(), false)
+        } else {
+            continue;
+        };
+        let name: String = name.split('.').map(str::trim).collect::<Vec<_>>().join(".");
+        if array {
+            *counts.entry(name.clone()).or_insert(0) += 1;
+            let child = format!("{name}.");
+            counts.retain(|k, _| !k.starts_with(&child));
+        }
+        current = name;
+        header_line = n + 1;
+    }
+    let mut path = FieldPath::default();
+    let mut prefix = String::new();
+    for part in current.split('.').filter(|p| !p.is_empty()) {
+        if !prefix.is_empty() {
+            prefix.push('.');
+        }
+        prefix.push_str(part);
+        path.0.push(Segment::Key(part.to_owned()));
+        if let Some(&c) = counts.get(&prefix) {
+            path.0.push(Segment::Index(c.saturating_sub(1)));
+        }
+    }
+    (path, header_line)
+}
+
+/// The 1-based line of `key = ...` within the table starting at line
+/// `header_line`, if it is there.
+pub fn key_line(text: &str, header_line: usize, key: &str) -> Option<usize> {
+    for (n, line) in text.lines().enumerate().skip(header_line) {
+        let t = line.trim_start();
+        if t.starts_with('[') {
+            return None;
+        }
+        let k = t.split('=').next().unwrap_or("").trim().trim_matches('"');
+        if t.contains('=') && k == key {
+            return Some(n + 1);
+        }
+    }
+    None
+}
+
 /// The 1-based line of byte offset `at`.
 pub fn line_at(text: &str, at: usize) -> usize {
     text[..at.min(text.len())].matches('\n').count() + 1
@@ -78,6 +139,18 @@ pub fn line_at(text: &str, at: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_the_table_around_an_offset() {
+        let text = "[[pipeline]]\nname = \"a\"\n[[pipeline.step]]\nx = 1\n[[pipeline]]\n[pipeline.source]\ntype = \"file\"\n[[pipeline.step]]\n[[pipeline.step]]\nurll = 2\n";
+        let at = text.find("urll").unwrap();
+        let (path, line) = table_at(text, at);
+        assert_eq!(path.to_string(), "pipeline[1].step[1]");
+        assert_eq!(line, 9);
+        assert_eq!(key_line(text, line, "urll"), Some(10));
+        let (path, _) = table_at(text, text.find("type").unwrap());
+        assert_eq!(path.to_string(), "pipeline[1].source");
+    }
 
     #[test]
     fn finds_nested_fields() {

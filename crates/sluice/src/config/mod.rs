@@ -232,8 +232,27 @@ pub fn parse(
     // toml's own message quotes the offending line, which may hold a
     // substituted secret: keep only its message and position.
     let config: Config = toml::from_str(&text).map_err(|e| {
-        let line = e.span().map(|s| locate::line_at(&text, s.start));
-        err(line, None, e.message().trim().to_owned())
+        let message = e.message().trim().to_owned();
+        let Some(span) = e.span() else {
+            return err(None, None, message);
+        };
+        // serde reads a tagged table (a step, a source) whole, so its errors
+        // point at the table: name the table, and find the field's own line.
+        let (table, header_line) = locate::table_at(&text, span.start);
+        let named = ["unknown field `", "missing field `"]
+            .iter()
+            .find_map(|p| message.strip_prefix(p))
+            .and_then(|rest| rest.split('`').next());
+        let (field, line) = match named {
+            Some(name) => (
+                table.clone().key(name),
+                locate::key_line(&text, header_line, name)
+                    .unwrap_or(locate::line_at(&text, span.start)),
+            ),
+            None => (table, locate::line_at(&text, span.start)),
+        };
+        let field = field.to_string();
+        err(Some(line), (!field.is_empty()).then_some(field), message)
     })?;
     if config.pipelines.is_empty() {
         return Err(err(
@@ -371,6 +390,27 @@ pub fn parse_rate(s: &str) -> Result<Rate, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_fields_name_line_and_path() {
+        let text = "[[pipeline]]\nname = \"p\"\n[pipeline.source]\ntype = \"file\"\npath = \"x\"\n[[pipeline.step]]\ntype = \"http\"\n\nurll = \"http://h\"\n";
+        let e = parse("c.toml", text, |_| None).unwrap_err();
+        assert_eq!(e.line, Some(9), "{e}");
+        assert_eq!(e.field.as_deref(), Some("pipeline[0].step[0].urll"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("c.toml:9: pipeline[0].step[0].urll: unknown field `urll`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn secrets_stay_out_of_parse_errors() {
+        let text = "[[pipeline]]\nname = \"p\"\ntoken = \"${TOKEN}\" oops\n";
+        let e = parse("c.toml", text, |_| Some("hunter2".into())).unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert_eq!(e.line, Some(3));
+    }
 
     #[test]
     fn rates() {

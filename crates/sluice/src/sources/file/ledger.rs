@@ -112,8 +112,8 @@ impl Resume {
 pub enum Event {
     /// Lines at these offsets were handed out; reading is now at `read`.
     Received { offsets: Vec<u64>, read: u64 },
-    /// The line at this offset succeeded.
-    Settled(u64),
+    /// The line at this offset succeeded; answered once journaled.
+    Settled(u64, oneshot::Sender<io::Result<()>>),
     /// The line failed for good: store it, then count it settled.
     Failed {
         offset: u64,
@@ -216,7 +216,10 @@ impl Ledger {
                     self.read = self.read.max(read);
                     self.settled_above.retain(|&o| o >= read);
                 }
-                Event::Settled(at) => self.settle(at, &mut journal),
+                Event::Settled(at, done) => {
+                    self.settle(at, &mut journal);
+                    answers.push((done, None));
+                }
                 Event::Failed {
                     offset,
                     line,

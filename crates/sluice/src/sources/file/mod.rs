@@ -469,8 +469,8 @@ impl FileAcker {
         self.shared.wake.notify_one();
     }
 
-    fn again(self: Box<Self>, delay: Duration, attempt: u32) {
-        let FileAcker { mut line, shared } = *self;
+    fn again(self, delay: Duration, attempt: u32) {
+        let FileAcker { mut line, shared } = self;
         line.attempt = attempt;
         shared
             .again
@@ -486,16 +486,24 @@ impl FileAcker {
 
 impl Acker for FileAcker {
     fn ack(self: Box<Self>) -> BoxFuture<'static, Result<(), SourceError>> {
-        let sent = self.shared.ledger.send(Event::Settled(self.line.offset));
-        self.settled();
-        Box::pin(std::future::ready(sent.map_err(|_| {
-            SourceError::Fatal("the checkpoint writer stopped".into())
-        })))
+        Box::pin(async move {
+            // Wait for the settlement to be journaled: the slot stays taken
+            // until then, so a kill -9 re-runs at most what was in flight.
+            let (done, written) = oneshot::channel();
+            let stopped = || SourceError::Fatal("the checkpoint writer stopped".into());
+            self.shared
+                .ledger
+                .send(Event::Settled(self.line.offset, done))
+                .map_err(|_| stopped())?;
+            let r = written.await.map_err(|_| stopped())?;
+            self.settled();
+            r.map_err(|e| SourceError::Fatal(format!("could not write the checkpoint: {e}")))
+        })
     }
 
     fn retry(self: Box<Self>, delay: Duration) -> BoxFuture<'static, Result<(), SourceError>> {
         let next = self.line.attempt.saturating_add(1);
-        self.again(delay, next);
+        (*self).again(delay, next);
         Box::pin(std::future::ready(Ok(())))
     }
 
@@ -537,7 +545,7 @@ impl Acker for FileAcker {
 
     fn release(self: Box<Self>) -> BoxFuture<'static, Result<(), SourceError>> {
         let attempt = self.line.attempt;
-        self.again(Duration::ZERO, attempt);
+        (*self).again(Duration::ZERO, attempt);
         Box::pin(std::future::ready(Ok(())))
     }
 }

@@ -74,6 +74,10 @@ pub struct HttpConfig {
     /// At most this many request starts per destination, e.g. `"500/s"`,
     /// `"30/min"`.
     pub rate: Option<String>,
+    /// How many starts may come at once within `rate`. Default: 10 ms worth
+    /// of the rate (at least 1), which absorbs timer granularity so that
+    /// `"500/s"` really gives 500 a second.
+    pub burst: Option<u32>,
     /// The longest `Retry-After` honoured; longer ones are cut to this.
     /// Default 300 s.
     #[serde(default = "default_max_retry_after_secs")]
@@ -219,7 +223,15 @@ impl HttpConfig {
             return Err(FieldError::new("max_in_flight", "must be at least 1"));
         }
         let rate = match &self.rate {
-            Some(r) => Some(parse_rate(r).map_err(|e| FieldError::new("rate", e))?),
+            Some(r) => {
+                let rate = parse_rate(r).map_err(|e| FieldError::new("rate", e))?;
+                let burst = match self.burst {
+                    Some(0) => return Err(FieldError::new("burst", "must be at least 1")),
+                    Some(b) => b,
+                    None => default_burst(rate),
+                };
+                Some(rate.with_burst(burst))
+            }
             None => None,
         };
         let limit = match (self.max_in_flight, rate) {
@@ -252,6 +264,12 @@ impl HttpConfig {
             destinations: OnceLock::new(),
         })
     }
+}
+
+/// 10 ms worth of `rate`, at least 1.
+fn default_burst(rate: sluice_pool::Rate) -> u32 {
+    let per_10ms = f64::from(rate.count()) * 0.010 / rate.per().as_secs_f64();
+    (per_10ms.ceil() as u32).max(1)
 }
 
 fn check_url(raw: &str) -> Result<Url, String> {
@@ -499,6 +517,14 @@ mod tests {
         assert!(s.contains(408) && s.contains(503) && !s.contains(404));
         assert!(Statuses::parse("x", &[StatusSpec::Class("6xx".into())]).is_err());
         assert!(Statuses::parse("x", &[StatusSpec::Code(99)]).is_err());
+    }
+
+    #[test]
+    fn default_burst_is_ten_ms_of_the_rate() {
+        use crate::config::parse_rate;
+        assert_eq!(default_burst(parse_rate("500/s").unwrap()), 5);
+        assert_eq!(default_burst(parse_rate("20/s").unwrap()), 1);
+        assert_eq!(default_burst(parse_rate("10000/s").unwrap()), 100);
     }
 
     #[test]
