@@ -94,6 +94,12 @@ enum Command {
     },
 }
 
+/// glibc's allocator serialises on arena locks when one thread frees what
+/// another allocated, which a request crossing tokio workers does all the
+/// time; mimalloc does not (bench/e2e-file.sh: see BENCHMARKS.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn latency(s: &str) -> anyhow::Result<(Duration, Duration)> {
     let (lo, hi) = s.split_once('-').unwrap_or((s, s));
     let ms = |v: &str| -> anyhow::Result<Duration> {
