@@ -62,6 +62,9 @@ impl Template {
         // Bodies are JSON, URLs and headers, never HTML.
         env.set_auto_escape_callback(|_| AutoEscape::None);
         env.set_keep_trailing_newline(true);
+        // The builtin turns an undefined value into `null` even in strict
+        // mode: a misspelt variable would post `null` instead of failing.
+        env.add_filter("tojson", tojson_strict);
         env.add_template_owned(NAME, source.to_owned())
             .map_err(|e| CompileError(describe(&e)))?;
         Ok(Template {
@@ -96,6 +99,20 @@ impl Template {
             e
         })
     }
+}
+
+fn tojson_strict(
+    value: &Value,
+    indent: Option<Value>,
+    args: minijinja::value::Kwargs,
+) -> Result<Value, minijinja::Error> {
+    if value.is_undefined() {
+        return Err(minijinja::Error::new(
+            minijinja::ErrorKind::UndefinedError,
+            "tojson was given an undefined value",
+        ));
+    }
+    minijinja::filters::tojson(value, indent, args)
 }
 
 /// minijinja's error with its detail and line, on one line.
@@ -157,6 +174,15 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("step[1].body"), "{msg}");
         assert!(msg.contains("undefined"), "{msg}");
+    }
+
+    #[test]
+    fn tojson_of_an_undefined_value_fails() {
+        let t = Template::new("{{ nope | tojson }}").unwrap();
+        let err = t.render(context! {}).unwrap_err().to_string();
+        assert!(err.contains("undefined"), "{err}");
+        let t = Template::new("{{ n | tojson(indent=2) }}").unwrap();
+        assert_eq!(t.render(context! { n => 1 }).unwrap(), "1");
     }
 
     #[test]
