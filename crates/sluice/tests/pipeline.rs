@@ -529,3 +529,118 @@ url = "@URL@/jobs/{{ body.id }}"
     assert_eq!(single(&again).received, 0);
     assert_eq!(s.receiver.total(), 30);
 }
+
+/// fetch over HTTP: a 200 object is read; a 5xx is retried then given up;
+/// an object over max_bytes fails at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_over_http_retries_server_errors_and_caps_size() {
+    let s = Setup::new(ReceiverConfig::default()).await;
+    s.jobs(&[
+        br#"{"obj": "ok/1.txt"}"#.to_vec(),
+        br#"{"obj": "status/503/2.txt"}"#.to_vec(),
+    ]);
+    let config = |max_bytes: u64| {
+        format!(
+            r#"
+[[pipeline]]
+name = "fetch-http"
+[pipeline.source]
+type = "file"
+path = '@DIR@/jobs.ndjson'
+[[pipeline.step]]
+type = "fetch"
+url = "@URL@/{{{{ body.obj }}}}"
+into = "text"
+max_bytes = {max_bytes}
+[pipeline.step.options]
+allow_http = "true"
+[[pipeline.step]]
+type = "http"
+url = "@URL@/jobs/{{{{ text }}}}"
+{}"#,
+            quick_retries(2)
+        )
+    };
+    let report = s.run(&config(1024)).await;
+    let p = single(&report);
+    assert_eq!(
+        (p.succeeded, p.dead_lettered, p.retried),
+        (1, 1, 1),
+        "{p:?}"
+    );
+    assert!(
+        s.receiver.requests().iter().any(|r| r.path == "/jobs/ok"),
+        "the object's text was used"
+    );
+    let reasons = s.reasons("jobs.ndjson");
+    let why = reasons[0]["reason"].as_str().unwrap();
+    assert!(
+        why.contains("gave up after 2 attempts") && why.contains("status/503/2.txt"),
+        "{why}"
+    );
+
+    std::fs::remove_file(s.path("jobs.ndjson.checkpoint")).unwrap();
+    std::fs::remove_file(s.path("jobs.ndjson.failures.reasons")).unwrap();
+    s.jobs(&[br#"{"obj": "ok/1.txt"}"#.to_vec()]);
+    let report = s.run(&config(1)).await;
+    assert_eq!(single(&report).dead_lettered, 1);
+    let why = s.reasons("jobs.ndjson")[0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(why.contains("over max_bytes (1)"), "{why}");
+}
+
+/// Telemetry goes through the `metrics` facade: the jobs counter by outcome.
+#[test]
+fn metrics_count_jobs_by_outcome() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // A current-thread runtime keeps every task on this thread, where the
+    // local recorder is installed.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        rt.block_on(async {
+            let s = Setup::new(ReceiverConfig::default()).await;
+            s.jobs(&[
+                br#"{"id": 1}"#.to_vec(),
+                b"not json".to_vec(),
+                br#"{"id": 2}"#.to_vec(),
+            ]);
+            s.run(
+                r#"
+[[pipeline]]
+name = "counted"
+[pipeline.source]
+type = "file"
+path = '@DIR@/jobs.ndjson'
+[[pipeline.step]]
+type = "http"
+url = "@URL@/jobs/{{ body.id }}"
+"#,
+            )
+            .await;
+        })
+    });
+    let mut seen = std::collections::BTreeMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let k = key.key();
+        if k.name() == "sluice_jobs_total" {
+            let outcome = k
+                .labels()
+                .find(|l| l.key() == "outcome")
+                .unwrap()
+                .value()
+                .to_owned();
+            if let DebugValue::Counter(n) = value {
+                seen.insert(outcome, n);
+            }
+        }
+    }
+    assert_eq!(seen.get("succeeded"), Some(&2), "{seen:?}");
+    assert_eq!(seen.get("dead_lettered"), Some(&1), "{seen:?}");
+}
