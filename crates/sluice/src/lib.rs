@@ -11,7 +11,7 @@
 //! use sluice::runtime::{self, Progress, RunOptions, Shutdown};
 //!
 //! let loaded = sluice::config::load("pipeline.toml".as_ref())?;
-//! let report = runtime::run(&loaded, RunOptions { shutdown: Shutdown::new(), progress: Progress::Auto }).await?;
+//! let report = runtime::run(&loaded, RunOptions { shutdown: Shutdown::new(), progress: Progress::Auto, stop_when_empty: false }).await?;
 //! println!("{}", runtime::summary(&report));
 //! # Ok(()) }
 //! ```

@@ -55,6 +55,10 @@ enum Command {
         /// How to show progress.
         #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
         progress: ProgressArg,
+        /// Exit once every source is empty and nothing is in flight (like
+        /// Laravel's `queue:work --stop-when-empty`).
+        #[arg(long)]
+        stop_when_empty: bool,
     },
     /// Check a config without running it: exit 0 when it is valid.
     Check {
@@ -145,7 +149,11 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Run { config, progress } => {
+            Command::Run {
+                config,
+                progress,
+                stop_when_empty,
+            } => {
                 let loaded = sluice::config::load(&config)?;
                 let shutdown = Shutdown::new();
                 shutdown
@@ -156,6 +164,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     RunOptions {
                         shutdown,
                         progress: progress.into(),
+                        stop_when_empty,
                     },
                 )
                 .await?;

@@ -37,6 +37,7 @@ use crate::formats::Format;
 use crate::runtime::pipeline::Pipeline;
 use crate::runtime::retry::Backoff;
 use crate::sources::file::FileSourceConfig;
+use crate::sources::sqs::SqsSourceConfig;
 use crate::steps::{BuildContext, FieldError, StepConfig};
 
 /// A whole config file.
@@ -83,12 +84,15 @@ pub struct PipelineConfig {
 pub enum SourceConfig {
     /// Newline-delimited jobs from a file or stdin.
     File(FileSourceConfig),
+    /// An Amazon SQS queue.
+    Sqs(SqsSourceConfig),
 }
 
 impl SourceConfig {
     pub fn format(&self) -> Format {
         match self {
             SourceConfig::File(c) => c.format,
+            SourceConfig::Sqs(c) => c.format,
         }
     }
 }
@@ -98,19 +102,18 @@ impl SourceConfig {
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
     /// Attempts in all, the first included; then the job is dead-lettered.
-    /// Default 5.
-    #[serde(default = "default_max_attempts")]
-    pub max_attempts: u32,
-    /// The delay before each retry.
-    #[serde(default)]
-    pub backoff: BackoffConfig,
+    /// Default 5, or a Laravel job's own `maxTries` when it has one.
+    pub max_attempts: Option<u32>,
+    /// The delay before each retry. Default below, or a Laravel job's own
+    /// `backoff` list when it has one.
+    pub backoff: Option<BackoffConfig>,
 }
 
 impl Default for RetryConfig {
     fn default() -> RetryConfig {
         RetryConfig {
-            max_attempts: default_max_attempts(),
-            backoff: BackoffConfig::default(),
+            max_attempts: None,
+            backoff: None,
         }
     }
 }
@@ -310,11 +313,11 @@ impl Loaded {
                 ));
             }
             let source_at = at.clone().key("source");
-            match &p.source {
-                SourceConfig::File(c) => c
-                    .check()
-                    .map_err(|e| self.error_at(&source_at.clone().key(&e.field), e.message))?,
-            }
+            let checked = match &p.source {
+                SourceConfig::File(c) => c.check(),
+                SourceConfig::Sqs(c) => c.check(),
+            };
+            checked.map_err(|e| self.error_at(&source_at.clone().key(&e.field), e.message))?;
             let cx = BuildContext {
                 concurrency: p.concurrency,
             };
@@ -327,10 +330,11 @@ impl Loaded {
                 steps.push(step);
             }
             let retry_at = at.clone().key("retry");
-            if p.retry.max_attempts == 0 {
+            if p.retry.max_attempts == Some(0) {
                 return Err(self.error_at(&retry_at.key("max_attempts"), "must be at least 1"));
             }
-            let b = &p.retry.backoff;
+            let default_backoff = BackoffConfig::default();
+            let b = p.retry.backoff.as_ref().unwrap_or(&default_backoff);
             if !(b.multiplier >= 1.0 && b.multiplier.is_finite()) || b.initial_ms > b.max_ms {
                 return Err(self.error_at(
                     &retry_at.key("backoff"),
@@ -344,7 +348,9 @@ impl Loaded {
                 job_timeout: Duration::from_secs(p.job_timeout_secs),
                 format: p.source.format(),
                 steps,
-                max_attempts: p.retry.max_attempts,
+                max_attempts: p.retry.max_attempts.unwrap_or_else(default_max_attempts),
+                max_attempts_set: p.retry.max_attempts.is_some(),
+                backoff_set: p.retry.backoff.is_some(),
                 backoff: Backoff {
                     initial: Duration::from_millis(b.initial_ms),
                     max: Duration::from_millis(b.max_ms),

@@ -143,6 +143,7 @@ pub async fn run(cfg: &DemoConfig, shutdown: Shutdown) -> Result<DemoOutcome, De
         RunOptions {
             shutdown,
             progress: cfg.progress,
+            stop_when_empty: false,
         },
     )
     .await?;

@@ -9,6 +9,8 @@
 //! A body that does not decode is a permanent failure: the job is
 //! dead-lettered with the reason and never retried.
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use serde::Deserialize;
 
 /// The envelope of a pipeline's messages.
@@ -32,7 +34,56 @@ pub enum Envelope {
     Laravel(serde_json::Value),
 }
 
+/// Retry settings a message carries (Laravel's `maxTries`, `backoff`,
+/// `retryUntil`); they apply where the config does not set its own.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RetryHints {
+    /// Attempts in all; `Some(0)` means unlimited, as in Laravel.
+    pub max_tries: Option<u32>,
+    /// Delay before retry n is `backoff[n - 1]`, the last one repeating.
+    pub backoff: Vec<Duration>,
+    /// No retry after this time.
+    pub retry_until: Option<SystemTime>,
+}
+
 impl Envelope {
+    /// The retry settings the payload carries, for Laravel jobs.
+    pub fn retry_hints(&self) -> Option<RetryHints> {
+        let Envelope::Laravel(v) = self else {
+            return None;
+        };
+        let max_tries = v
+            .get("maxTries")
+            .and_then(serde_json::Value::as_u64)
+            .map(|n| n.min(u64::from(u32::MAX)) as u32);
+        // Laravel writes `backoff` as "1,5,10" (or a number, or null).
+        let backoff = match v.get("backoff") {
+            Some(serde_json::Value::String(s)) => s
+                .split(',')
+                .filter_map(|p| p.trim().parse::<u64>().ok())
+                .map(Duration::from_secs)
+                .collect(),
+            Some(serde_json::Value::Number(n)) => {
+                n.as_u64().map(Duration::from_secs).into_iter().collect()
+            }
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(serde_json::Value::as_u64)
+                .map(Duration::from_secs)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let retry_until = v
+            .get("retryUntil")
+            .and_then(serde_json::Value::as_u64)
+            .map(|t| UNIX_EPOCH + Duration::from_secs(t));
+        Some(RetryHints {
+            max_tries,
+            backoff,
+            retry_until,
+        })
+    }
+
     /// The parsed JSON, for `json` and `laravel` bodies.
     pub fn json(&self) -> Option<&serde_json::Value> {
         match self {
@@ -106,6 +157,25 @@ mod tests {
             e.contains("not valid UTF-8") && e.contains("offset 7"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn laravel_retry_hints() {
+        let env = Format::Laravel
+            .decode(br#"{"displayName":"J","job":"x","data":{},"maxTries":4,"backoff":"1,5,10","retryUntil":2000000000}"#)
+            .unwrap();
+        let h = env.retry_hints().unwrap();
+        assert_eq!(h.max_tries, Some(4));
+        assert_eq!(h.backoff, [1, 5, 10].map(Duration::from_secs));
+        assert_eq!(
+            h.retry_until,
+            Some(UNIX_EPOCH + Duration::from_secs(2_000_000_000))
+        );
+        let env = Format::Laravel
+            .decode(br#"{"displayName":"J","job":"x","data":{},"maxTries":null,"backoff":null}"#)
+            .unwrap();
+        assert_eq!(env.retry_hints().unwrap(), RetryHints::default());
+        assert!(Format::Json.decode(b"{}").unwrap().retry_hints().is_none());
     }
 
     #[test]

@@ -28,7 +28,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tracing::{error, info, warn};
 
 use crate::config::{ConfigError, FieldPath, Loaded, SourceConfig};
-use crate::sources::{Acker, Delivery, Received, Source, SourceError, file};
+use crate::sources::{Acker, Delivery, Received, Source, SourceError, file, sqs};
 use crate::telemetry::PipelineMetrics;
 use pipeline::{Pipeline, Settle};
 
@@ -37,6 +37,9 @@ use pipeline::{Pipeline, Settle};
 pub struct RunOptions {
     pub shutdown: Shutdown,
     pub progress: Progress,
+    /// Stop each pipeline once its source is empty and nothing is in
+    /// flight (see [`Source::stop_when_empty`]).
+    pub stop_when_empty: bool,
 }
 
 /// Why a pipeline stopped receiving.
@@ -111,12 +114,13 @@ impl RunReport {
 }
 
 /// Opens the source `config` describes for `pipeline`.
-pub fn open_source(
+pub async fn open_source(
     config: &SourceConfig,
     pipeline: &Pipeline,
 ) -> Result<Box<dyn Source>, SourceError> {
     match config {
         SourceConfig::File(c) => Ok(Box::new(file::FileSource::open(c, pipeline)?)),
+        SourceConfig::Sqs(c) => Ok(Box::new(sqs::SqsSource::open(c, pipeline).await?)),
     }
 }
 
@@ -127,12 +131,15 @@ pub async fn run(loaded: &Loaded, opts: RunOptions) -> Result<RunReport, ConfigE
     let mut sources = Vec::new();
     for (i, p) in pipelines.iter().enumerate() {
         let cfg = &loaded.config.pipelines[i].source;
-        let source = open_source(cfg, p).map_err(|e| {
+        let mut source = open_source(cfg, p).await.map_err(|e| {
             loaded.error_at(
                 &FieldPath::default().key("pipeline").index(i).key("source"),
                 e.to_string(),
             )
         })?;
+        if opts.stop_when_empty {
+            source.stop_when_empty();
+        }
         sources.push(source);
     }
     crate::telemetry::describe();
@@ -354,8 +361,8 @@ async fn settle_one(
         release,
         metrics: metrics.clone(),
     };
-    let result = p.process(&message, &metrics).await;
-    let decision = p.decide(message.attempt, result);
+    let (result, hints) = p.process(&message, &metrics).await;
+    let decision = p.decide(message.attempt, result, hints.as_ref());
     let acker = guard.take();
     let settled = match &decision {
         Settle::Ack => {

@@ -10,6 +10,7 @@
 //! untouched at shutdown.
 
 pub mod file;
+pub mod sqs;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -85,6 +86,11 @@ pub trait Source: Send + 'static {
     /// Called once after every delivery was settled or released: flush what
     /// must be flushed (checkpoints, batched deletes).
     fn close(&mut self) -> BoxFuture<'_, Result<(), SourceError>>;
+
+    /// End (return [`Received::End`]) once the source has nothing to give
+    /// and nothing is in flight, instead of waiting for more: Laravel's
+    /// `queue:work --stop-when-empty`. Finite sources end anyway.
+    fn stop_when_empty(&mut self) {}
 
     /// How far through a finite input the source is, for progress display.
     fn progress(&self) -> Option<Arc<SourceProgress>> {

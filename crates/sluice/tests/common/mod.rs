@@ -62,6 +62,7 @@ impl Setup {
             RunOptions {
                 shutdown: Shutdown::new(),
                 progress: Progress::Off,
+                stop_when_empty: false,
             },
         );
         tokio::time::timeout(Duration::from_secs(60), run)

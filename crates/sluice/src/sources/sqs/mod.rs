@@ -1,0 +1,475 @@
+//! The `sqs` source: Amazon SQS (or an emulator) through the official AWS
+//! SDK, with the standard credential chain and region.
+//!
+//! ```toml
+//! [pipeline.source]
+//! type = "sqs"
+//! queue_url = "https://sqs.us-east-1.amazonaws.com/123456789012/reports"
+//! format = "laravel"
+//! # dead_letter_queue_url = "...reports-dlq"  (else the queue's redrive policy)
+//! # endpoint = "http://127.0.0.1:5055"        (an emulator)
+//! ```
+//!
+//! - Long polling (`wait_time_secs`, default 20) in batches of up to 10, by
+//!   up to `pollers` concurrent receives, never asking for more messages
+//!   than there are free slots. After an empty receive only one poller
+//!   runs until messages come back, so an idle queue costs about three
+//!   requests a minute.
+//! - Deletes go in batches of 10 (`DeleteMessageBatch`), sent when full,
+//!   when nothing else is running, or after a second; an entry that fails in
+//!   a batch is retried alone and never reported as deleted.
+//! - While a job runs longer than half the visibility timeout its message's
+//!   visibility is extended, so it is never handed to a second worker.
+//! - Retries set the message's visibility to the backoff delay; the attempt
+//!   number is SQS's `ApproximateReceiveCount`.
+//! - Dead letters go to `dead_letter_queue_url` (with the reason in the
+//!   `sluice_dead_letter_reason` attribute) and are then deleted; without
+//!   one, the queue's redrive policy moves them after `maxReceiveCount`.
+//! - At shutdown every message received but not settled is made visible
+//!   again at once.
+//! - FIFO queues (`.fifo`): one message per `MessageGroupId` in flight.
+
+mod settle;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use serde::Deserialize;
+
+use super::{Delivery, Message, Received, Source, SourceError};
+use crate::formats::Format;
+use crate::runtime::pipeline::Pipeline;
+use crate::steps::FieldError;
+use settle::{DeadLetters, Pending, Shared, SqsAcker, describe};
+
+/// How long `close` waits for receives in flight to answer.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// `type = "sqs"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqsSourceConfig {
+    /// The queue's URL.
+    pub queue_url: String,
+    /// The envelope of each message. Default `json`.
+    #[serde(default)]
+    pub format: Format,
+    /// The region; default from the standard chain (`AWS_REGION`...).
+    pub region: Option<String>,
+    /// A custom endpoint, for emulators (`http://127.0.0.1:5055`).
+    pub endpoint: Option<String>,
+    /// Static credentials, for emulators; use the standard chain (env,
+    /// profile, instance role) for AWS. Both or neither.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Long-poll wait, 0 to 20 s. Default 20.
+    #[serde(default = "default_wait_time_secs")]
+    pub wait_time_secs: u32,
+    /// Concurrent receives at most. Default 4.
+    #[serde(default = "default_pollers")]
+    pub pollers: usize,
+    /// The visibility timeout for received messages; default the queue's.
+    pub visibility_timeout_secs: Option<u32>,
+    /// Where dead letters go; default: the queue's own redrive policy
+    /// (which must then exist).
+    pub dead_letter_queue_url: Option<String>,
+}
+
+fn default_wait_time_secs() -> u32 {
+    20
+}
+fn default_pollers() -> usize {
+    4
+}
+
+impl SqsSourceConfig {
+    /// Checks what can be checked without connecting.
+    pub fn check(&self) -> Result<(), FieldError> {
+        if self.queue_url.is_empty() {
+            return Err(FieldError::new("queue_url", "empty: give the queue's URL"));
+        }
+        if self.wait_time_secs > 20 {
+            return Err(FieldError::new("wait_time_secs", "SQS allows 0 to 20"));
+        }
+        if self.pollers == 0 {
+            return Err(FieldError::new("pollers", "must be at least 1"));
+        }
+        if matches!(self.visibility_timeout_secs, Some(v) if v == 0 || v > 43_200) {
+            return Err(FieldError::new(
+                "visibility_timeout_secs",
+                "SQS allows 1 to 43200",
+            ));
+        }
+        if self.access_key_id.is_some() != self.secret_access_key.is_some() {
+            return Err(FieldError::new(
+                "access_key_id",
+                "set both access_key_id and secret_access_key, or neither",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Builds an SQS client from the config and the standard chain.
+pub async fn client(cfg: &SqsSourceConfig) -> Client {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(r) = &cfg.region {
+        loader = loader.region(aws_config::Region::new(r.clone()));
+    }
+    if let Some(e) = &cfg.endpoint {
+        loader = loader.endpoint_url(e);
+    }
+    if let (Some(id), Some(secret)) = (&cfg.access_key_id, &cfg.secret_access_key) {
+        loader = loader.credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            id,
+            secret,
+            None,
+            None,
+            "sluice-config",
+        ));
+    }
+    Client::new(&loader.load().await)
+}
+
+/// The running source.
+pub struct SqsSource {
+    shared: Arc<Shared>,
+    wait_time_secs: i32,
+    pollers: usize,
+    /// Pollers allowed now: one after an empty receive, all after a full one.
+    active_pollers: usize,
+    fifo: bool,
+    max_body: u64,
+    polls: FuturesUnordered<
+        BoxFuture<'static, (usize, Result<Vec<aws_sdk_sqs::types::Message>, SourceError>)>,
+    >,
+    /// Messages asked for by the polls in flight.
+    asked: usize,
+    /// Received beyond what the last call could take.
+    extra: VecDeque<Pending>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop_when_empty: bool,
+}
+
+impl std::fmt::Debug for SqsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqsSource")
+            .field("queue_url", &self.shared.queue_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqsSource {
+    /// Connects, reads the queue's attributes and starts the deleter and
+    /// the visibility heartbeat.
+    pub async fn open(
+        cfg: &SqsSourceConfig,
+        pipeline: &Pipeline,
+    ) -> Result<SqsSource, SourceError> {
+        let client = client(cfg).await;
+        let attrs = client
+            .get_queue_attributes()
+            .queue_url(&cfg.queue_url)
+            .attribute_names(QueueAttributeName::VisibilityTimeout)
+            .attribute_names(QueueAttributeName::RedrivePolicy)
+            .send()
+            .await
+            .map_err(|e| {
+                SourceError::Fatal(format!(
+                    "cannot read the attributes of `{}`: {}; check queue_url, region, endpoint and credentials",
+                    cfg.queue_url,
+                    describe(&e)
+                ))
+            })?;
+        let attrs = attrs.attributes().cloned().unwrap_or_default();
+        let queue_visibility = attrs
+            .get(&QueueAttributeName::VisibilityTimeout)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(30);
+        let visibility = Duration::from_secs(
+            cfg.visibility_timeout_secs
+                .map_or(queue_visibility, u64::from),
+        );
+        let dead_letters = match (
+            &cfg.dead_letter_queue_url,
+            attrs.contains_key(&QueueAttributeName::RedrivePolicy),
+        ) {
+            (Some(dlq), _) => DeadLetters::Queue(dlq.clone()),
+            (None, true) => DeadLetters::Redrive,
+            (None, false) => {
+                return Err(SourceError::Fatal(format!(
+                    "`{}` has no redrive policy and no dead_letter_queue_url is set, so failed \
+                     messages would have nowhere to go: set dead_letter_queue_url, or give the \
+                     queue a redrive policy",
+                    cfg.queue_url
+                )));
+            }
+        };
+        let (shared, deletes) =
+            Shared::new(client, cfg.queue_url.clone(), visibility, dead_letters);
+        let tasks = vec![
+            tokio::spawn(settle::run_deleter(shared.clone(), deletes)),
+            tokio::spawn(settle::run_heartbeat(shared.clone())),
+        ];
+        Ok(SqsSource {
+            shared,
+            wait_time_secs: cfg.wait_time_secs as i32,
+            pollers: cfg.pollers,
+            active_pollers: cfg.pollers,
+            fifo: cfg.queue_url.ends_with(".fifo"),
+            max_body: pipeline.max_body_bytes,
+            polls: FuturesUnordered::new(),
+            asked: 0,
+            extra: VecDeque::new(),
+            tasks,
+            stop_when_empty: false,
+        })
+    }
+
+    fn poll(
+        &self,
+        n: usize,
+    ) -> BoxFuture<'static, (usize, Result<Vec<aws_sdk_sqs::types::Message>, SourceError>)> {
+        let shared = self.shared.clone();
+        let wait = self.wait_time_secs;
+        let visibility = shared.visibility.as_secs().clamp(1, 43_200) as i32;
+        Box::pin(async move {
+            shared.requests.receive.fetch_add(1, Relaxed);
+            let r = shared
+                .client
+                .receive_message()
+                .queue_url(&shared.queue_url)
+                .max_number_of_messages(n as i32)
+                .wait_time_seconds(wait)
+                .visibility_timeout(visibility)
+                .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+                .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
+                .message_attribute_names("All")
+                .send()
+                .await
+                .map(|out| out.messages.unwrap_or_default())
+                .map_err(|e| {
+                    SourceError::Transient(format!("ReceiveMessage failed: {}", describe(&e)))
+                });
+            (n, r)
+        })
+    }
+
+    fn pending(&self, m: aws_sdk_sqs::types::Message) -> Option<Pending> {
+        let id = m.message_id?;
+        let receipt = m.receipt_handle?;
+        let body = Bytes::from(m.body.unwrap_or_default());
+        let system = m.attributes.unwrap_or_default();
+        let attempt = system
+            .get(&MessageSystemAttributeName::ApproximateReceiveCount)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        let group = system
+            .get(&MessageSystemAttributeName::MessageGroupId)
+            .cloned();
+        let message_attributes = m.message_attributes.unwrap_or_default();
+        let mut attributes: std::collections::BTreeMap<String, String> = message_attributes
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.string_value()?.to_owned())))
+            .collect();
+        if let Some(g) = &group {
+            attributes.insert("MessageGroupId".into(), g.clone());
+        }
+        let len = body.len() as u64;
+        let (body, oversize) = if len > self.max_body {
+            (body.slice(..self.max_body as usize), Some(len))
+        } else {
+            (body, None)
+        };
+        self.shared.lease(&id, &receipt);
+        Some(Pending {
+            message: Message {
+                id: id.clone(),
+                body: body.clone(),
+                attributes,
+                attempt,
+                oversize,
+            },
+            acker: SqsAcker {
+                shared: self.shared.clone(),
+                id,
+                receipt,
+                group: if self.fifo { group } else { None },
+                body,
+                attributes: message_attributes,
+            },
+        })
+    }
+
+    /// Files a received message: ready to run, or (FIFO) behind another of
+    /// its group.
+    fn file(&mut self, p: Pending) {
+        if let Some(g) = &p.acker.group {
+            let mut groups = self.shared.groups.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(waiting) = groups.get_mut(g) {
+                waiting.push_back(p);
+                return;
+            }
+            groups.insert(g.clone(), VecDeque::new());
+        }
+        self.extra.push_back(p);
+    }
+
+    /// Nothing received is waiting or running.
+    fn is_idle(&self) -> bool {
+        self.extra.is_empty()
+            && self.shared.out.load(Relaxed) == 0
+            && self
+                .shared
+                .ready
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+            && self
+                .shared
+                .groups
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+    }
+
+    fn take(&mut self, max: usize) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        {
+            let mut ready = self.shared.ready.lock().unwrap_or_else(|e| e.into_inner());
+            while out.len() < max {
+                let Some(p) = ready.pop_front() else { break };
+                out.push(p);
+            }
+        }
+        while out.len() < max {
+            let Some(p) = self.extra.pop_front() else {
+                break;
+            };
+            out.push(p);
+        }
+        self.shared.out.fetch_add(out.len(), Relaxed);
+        out.into_iter()
+            .map(|p| Delivery {
+                message: p.message,
+                acker: Box::new(p.acker),
+            })
+            .collect()
+    }
+
+    async fn next(&mut self, max: usize) -> Result<Received, SourceError> {
+        loop {
+            let got = self.take(max);
+            if !got.is_empty() {
+                return Ok(Received::Deliveries(got));
+            }
+            let budget = max.saturating_sub(self.extra.len());
+            while self.polls.len() < self.active_pollers && self.asked < budget {
+                let n = (budget - self.asked).min(10);
+                self.asked += n;
+                let poll = self.poll(n);
+                self.polls.push(poll);
+            }
+            let shared = self.shared.clone();
+            let woken = shared.wake.notified();
+            tokio::select! {
+                Some((n, r)) = self.polls.next(), if !self.polls.is_empty() => {
+                    self.asked -= n;
+                    let msgs = r?;
+                    if msgs.is_empty() {
+                        self.shared.requests.empty_receive.fetch_add(1, Relaxed);
+                        self.active_pollers = 1;
+                        if self.stop_when_empty && self.is_idle() {
+                            return Ok(Received::End);
+                        }
+                        continue;
+                    }
+                    if msgs.len() == n {
+                        self.active_pollers = self.pollers;
+                    }
+                    for m in msgs {
+                        if let Some(p) = self.pending(m) {
+                            self.file(p);
+                        }
+                    }
+                }
+                _ = woken => {}
+            }
+        }
+    }
+}
+
+impl Source for SqsSource {
+    fn receive(&mut self, max: usize) -> BoxFuture<'_, Result<Received, SourceError>> {
+        Box::pin(self.next(max.max(1)))
+    }
+
+    fn stop_when_empty(&mut self) {
+        self.stop_when_empty = true;
+    }
+
+    fn close(&mut self) -> BoxFuture<'_, Result<(), SourceError>> {
+        Box::pin(async move {
+            // A receive still in flight may already hold messages: give it
+            // a moment to answer so they can be released with the rest.
+            // One that does not answer in time is dropped; what it took
+            // comes back after the visibility timeout.
+            let mut polls = std::mem::take(&mut self.polls);
+            let _ = tokio::time::timeout(CLOSE_WAIT, async {
+                while let Some((_, r)) = polls.next().await {
+                    for m in r.unwrap_or_default() {
+                        if let Some(p) = self.pending(m) {
+                            self.extra.push_back(p);
+                        }
+                    }
+                }
+            })
+            .await;
+            let mut held: Vec<Pending> = self.extra.drain(..).collect();
+            held.extend(
+                self.shared
+                    .ready
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .drain(..),
+            );
+            let groups: HashMap<_, _> =
+                std::mem::take(&mut *self.shared.groups.lock().unwrap_or_else(|e| e.into_inner()));
+            held.extend(groups.into_values().flatten());
+            for p in held {
+                self.shared.release_later(p.acker.receipt);
+            }
+            let released = self.shared.flush_releases().await;
+            for t in self.tasks.drain(..) {
+                t.abort();
+            }
+            let r = &self.shared.requests;
+            tracing::info!(
+                queue = %self.shared.queue_url,
+                receive = r.receive.load(Relaxed),
+                empty_receive = r.empty_receive.load(Relaxed),
+                delete = r.delete.load(Relaxed),
+                visibility = r.visibility.load(Relaxed),
+                send = r.send.load(Relaxed),
+                "sqs requests"
+            );
+            released
+        })
+    }
+}
+
+impl Drop for SqsSource {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}

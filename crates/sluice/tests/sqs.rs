@@ -1,0 +1,596 @@
+//! The SQS source against a real SQS + S3 emulator (moto, started by
+//! `scripts/services`): Laravel jobs from SQS -> extract -> S3 -> template ->
+//! HTTP -> delete. Each test makes its own queues and bucket, and asserts on
+//! what the queues hold afterwards: nothing lost, nothing left in flight.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
+use sluice::config;
+use sluice::runtime::{self, Progress, RunOptions, RunReport, Shutdown};
+use sluice::testkit::{Receiver, ReceiverConfig};
+
+fn moto() -> String {
+    let url = std::env::var("SLUICE_MOTO_URL").unwrap_or_else(|_| "http://127.0.0.1:5055".into());
+    let addr = url.trim_start_matches("http://").to_owned();
+    if std::net::TcpStream::connect(&addr).is_err() {
+        panic!(
+            "the SQS/S3 emulator does not answer at {url}: run scripts/services (it installs and starts moto)"
+        );
+    }
+    url
+}
+
+async fn sqs() -> Client {
+    let cfg: sluice::sources::sqs::SqsSourceConfig = toml::from_str(&format!(
+        "queue_url = 'x'\nendpoint = '{}'\nregion = 'us-east-1'\naccess_key_id = 'test'\nsecret_access_key = 'test'",
+        moto()
+    ))
+    .unwrap();
+    sluice::sources::sqs::client(&cfg).await
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:x}", fastrand::u64(..))
+}
+
+async fn create_queue(client: &Client, name: &str, visibility_secs: u32) -> String {
+    let mut req = client.create_queue().queue_name(name).attributes(
+        QueueAttributeName::VisibilityTimeout,
+        visibility_secs.to_string(),
+    );
+    if name.ends_with(".fifo") {
+        req = req
+            .attributes(QueueAttributeName::FifoQueue, "true")
+            .attributes(QueueAttributeName::ContentBasedDeduplication, "true");
+    }
+    req.send().await.unwrap().queue_url.unwrap()
+}
+
+async fn send(client: &Client, url: &str, bodies: &[(String, Option<String>)]) {
+    for chunk in bodies.chunks(10) {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, (b, group))| {
+                let mut e = SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(b);
+                if let Some(g) = group {
+                    e = e.message_group_id(g);
+                }
+                e.build().unwrap()
+            })
+            .collect();
+        let out = client
+            .send_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .unwrap();
+        assert!(out.failed().is_empty(), "{:?}", out.failed());
+    }
+}
+
+/// (visible, in flight) messages of a queue.
+async fn counts(client: &Client, url: &str) -> (u64, u64) {
+    let out = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .unwrap();
+    let a = out.attributes().unwrap();
+    let n = |k| a.get(&k).and_then(|v| v.parse().ok()).unwrap_or(u64::MAX);
+    (
+        n(QueueAttributeName::ApproximateNumberOfMessages),
+        n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+    )
+}
+
+/// Every message left in a queue (made visible at once for the reading).
+async fn drain(client: &Client, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
+    let mut all = Vec::new();
+    loop {
+        let out = client
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .wait_time_seconds(0)
+            .send()
+            .await
+            .unwrap();
+        let msgs = out.messages.unwrap_or_default();
+        if msgs.is_empty() {
+            return all;
+        }
+        all.extend(msgs);
+    }
+}
+
+async fn bucket(name: &str, objects: &[(String, String)]) {
+    let base = moto();
+    let http = reqwest::Client::new();
+    let r = http.put(format!("{base}/{name}")).send().await.unwrap();
+    assert!(r.status().is_success(), "create bucket: {}", r.status());
+    for (key, body) in objects {
+        let r = http
+            .put(format!("{base}/{name}/{key}"))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "put {key}: {}", r.status());
+    }
+}
+
+/// A Laravel queue payload naming `report-<id>.json` in its command.
+fn laravel_job(id: &str, max_tries: u32, backoff: &str) -> String {
+    let file = format!("report-{id}.json");
+    let command = format!(
+        "O:22:\"App\\\\Jobs\\\\SendReport\":1:{{s:4:\"file\";s:{}:\"{file}\";}}",
+        file.len()
+    );
+    serde_json::json!({
+        "uuid": format!("uuid-{id}"),
+        "displayName": "App\\Jobs\\SendReport",
+        "job": "Illuminate\\Queue\\CallQueuedHandler@call",
+        "maxTries": max_tries,
+        "maxExceptions": null,
+        "failOnTimeout": false,
+        "backoff": backoff,
+        "timeout": null,
+        "retryUntil": null,
+        "data": {"commandName": "App\\Jobs\\SendReport", "command": command},
+    })
+    .to_string()
+}
+
+struct Env {
+    queue: String,
+    dlq: String,
+    bucket: String,
+    receiver: Receiver,
+}
+
+impl Env {
+    fn config(&self, concurrency: usize, extra_source: &str, steps: &str) -> String {
+        format!(
+            r#"
+shutdown_timeout_secs = 10
+[[pipeline]]
+name = "reports"
+concurrency = {concurrency}
+[pipeline.source]
+type = "sqs"
+queue_url = "{queue}"
+dead_letter_queue_url = "{dlq}"
+format = "laravel"
+endpoint = "{moto}"
+region = "us-east-1"
+access_key_id = "test"
+secret_access_key = "test"
+wait_time_secs = 1
+{extra_source}
+{steps}
+"#,
+            queue = self.queue,
+            dlq = self.dlq,
+            moto = moto(),
+        )
+        .replace("@URL@", &self.receiver.url())
+        .replace("@BUCKET@", &self.bucket)
+        .replace("@MOTO@", &moto())
+    }
+}
+
+const REPORT_STEPS: &str = r#"
+[[pipeline.step]]
+type = "extract"
+regex = 'report-(?P<id>[^.]+)\.json'
+[[pipeline.step]]
+type = "fetch"
+url = "s3://@BUCKET@/report-{{ id }}.json"
+into = "report"
+decode = "json"
+[pipeline.step.options]
+aws_endpoint = "@MOTO@"
+aws_allow_http = "true"
+aws_region = "us-east-1"
+aws_access_key_id = "test"
+aws_secret_access_key = "test"
+[[pipeline.step]]
+type = "http"
+url = "@URL@/reports/{{ id }}"
+body = '{"id": "{{ id }}", "job": {{ job.displayName | tojson }}, "report": {{ report | tojson }}}'
+"#;
+
+async fn env(receiver: ReceiverConfig, visibility_secs: u32, fifo: bool) -> Env {
+    let client = sqs().await;
+    let suffix = if fifo { ".fifo" } else { "" };
+    let queue = create_queue(
+        &client,
+        &format!("{}{suffix}", unique("reports")),
+        visibility_secs,
+    )
+    .await;
+    let dlq = create_queue(&client, &format!("{}{suffix}", unique("reports-dlq")), 30).await;
+    Env {
+        queue,
+        dlq,
+        bucket: unique("bucket"),
+        receiver: Receiver::start(receiver).await.unwrap(),
+    }
+}
+
+/// Runs `text` until `done` resolves, then stops it as SIGTERM would.
+async fn run_until(text: &str, done: impl std::future::Future<Output = ()>) -> RunReport {
+    let loaded = config::parse("sqs-test.toml", text, |_| None).unwrap_or_else(|e| panic!("{e}"));
+    let shutdown = Shutdown::new();
+    let run = runtime::run(
+        &loaded,
+        RunOptions {
+            shutdown: shutdown.clone(),
+            progress: Progress::Off,
+            stop_when_empty: false,
+        },
+    );
+    let stop = async {
+        tokio::time::timeout(Duration::from_secs(300), done)
+            .await
+            .expect("the run got there within five minutes");
+        shutdown.request();
+    };
+    let (report, ()) = tokio::join!(run, stop);
+    report.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Waits until `url` holds nothing, visible or in flight.
+async fn until_empty(client: &Client, url: &str) {
+    loop {
+        if counts(client, url).await == (0, 0) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The motivating job, end to end, for 2,000 messages at concurrency 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn laravel_jobs_from_sqs_through_s3_to_http() {
+    let e = env(
+        ReceiverConfig {
+            latency: (Duration::from_millis(5), Duration::from_millis(20)),
+            ..ReceiverConfig::default()
+        },
+        30,
+        false,
+    )
+    .await;
+    // moto's operations are O(queue) and drain only tens of messages a
+    // second here once a queue holds a thousand: the largest count that
+    // keeps this test near a minute.
+    let n = 1000;
+    let objects: Vec<_> = (0..n)
+        .map(|i| (format!("report-{i}.json"), format!(r#"{{"rows": {i}}}"#)))
+        .collect();
+    bucket(&e.bucket, &objects).await;
+    let client = sqs().await;
+    let bodies: Vec<_> = (0..n)
+        .map(|i| (laravel_job(&i.to_string(), 3, ""), None))
+        .collect();
+    send(&client, &e.queue, &bodies).await;
+
+    let report = run_until(
+        &e.config(200, "", REPORT_STEPS),
+        e.receiver.wait_for_accepted(n as u64),
+    )
+    .await;
+    assert!(report.settled_everything(), "{}", runtime::summary(&report));
+    let p = &report.pipelines[0];
+    assert_eq!((p.succeeded, p.dead_lettered), (n as u64, 0), "{p:?}");
+    let mut seen = BTreeMap::new();
+    for r in e.receiver.requests() {
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        let id: u64 = body["id"].as_str().unwrap().parse().unwrap();
+        assert_eq!(body["report"]["rows"], id, "the S3 object's content");
+        assert_eq!(body["job"], "App\\Jobs\\SendReport");
+        *seen.entry(id).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), n, "every job delivered");
+    assert!(seen.values().all(|&c| c == 1), "and once");
+    assert_eq!(
+        counts(&client, &e.queue).await,
+        (0, 0),
+        "nothing left, nothing in flight"
+    );
+    assert_eq!(counts(&client, &e.dlq).await, (0, 0));
+}
+
+/// A failing receiver: retried through visibility with the job's own
+/// backoff, up to its maxTries, then sent to the DLQ with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_retry_via_visibility_then_go_to_the_dlq() {
+    let e = env(ReceiverConfig::default(), 30, false).await;
+    let n = 10;
+    bucket(
+        &e.bucket,
+        &(0..n)
+            .map(|i| (format!("report-{i}.json"), "{}".to_owned()))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let client = sqs().await;
+    send(
+        &client,
+        &e.queue,
+        &(0..n)
+            .map(|i| (laravel_job(&i.to_string(), 2, "1"), None))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let steps = REPORT_STEPS.replace("@URL@/reports/{{ id }}", "@URL@/status/503");
+    let dlq = e.dlq.clone();
+    let c2 = client.clone();
+    let report = run_until(&e.config(20, "", &steps), async move {
+        while counts(&c2, &dlq).await.0 < n as u64 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let p = &report.pipelines[0];
+    assert_eq!((p.dead_lettered, p.retried), (n as u64, n as u64), "{p:?}");
+    assert_eq!(
+        e.receiver.total(),
+        2 * n as u64,
+        "maxTries = 2 requests per job"
+    );
+    until_empty(&client, &e.queue).await;
+    let dead = drain(&client, &e.dlq).await;
+    assert_eq!(dead.len(), n);
+    for m in &dead {
+        let reason = m.message_attributes().unwrap()["sluice_dead_letter_reason"]
+            .string_value()
+            .unwrap();
+        assert!(
+            reason.contains("gave up after 2 attempts (the job's maxTries)")
+                && reason.contains("503"),
+            "{reason}"
+        );
+        assert!(
+            m.body().unwrap().contains("SendReport"),
+            "the original body"
+        );
+    }
+}
+
+/// Jobs slower than the visibility timeout keep their lease: no message is
+/// handed out twice while it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_jobs_keep_their_messages_invisible() {
+    let e = env(
+        ReceiverConfig {
+            latency: (Duration::from_secs(5), Duration::from_secs(5)),
+            ..ReceiverConfig::default()
+        },
+        2,
+        false,
+    )
+    .await;
+    let n = 6;
+    bucket(
+        &e.bucket,
+        &(0..n)
+            .map(|i| (format!("report-{i}.json"), "{}".to_owned()))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let client = sqs().await;
+    send(
+        &client,
+        &e.queue,
+        &(0..n)
+            .map(|i| (laravel_job(&i.to_string(), 3, ""), None))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let report = run_until(
+        &e.config(20, "", REPORT_STEPS),
+        e.receiver.wait_for_accepted(n as u64),
+    )
+    .await;
+    assert_eq!(report.pipelines[0].succeeded, n as u64);
+    assert_eq!(
+        e.receiver.total(),
+        n as u64,
+        "each job ran once although it outlived the visibility timeout"
+    );
+    assert_eq!(counts(&client, &e.queue).await, (0, 0));
+}
+
+/// Bodies that are not Laravel payloads go to the DLQ with the reason, and
+/// the good ones around them go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_bodies_are_dead_lettered_with_the_reason() {
+    let e = env(ReceiverConfig::default(), 30, false).await;
+    bucket(&e.bucket, &[("report-ok.json".to_owned(), "{}".to_owned())]).await;
+    let client = sqs().await;
+    let bodies = vec![
+        (laravel_job("ok", 3, ""), None),
+        ("{not json".to_owned(), None),
+        (r#"{"id": 1}"#.to_owned(), None),
+        (laravel_job("missing", 3, ""), None),
+    ];
+    send(&client, &e.queue, &bodies).await;
+    let dlq = e.dlq.clone();
+    let c2 = client.clone();
+    let report = run_until(&e.config(10, "", REPORT_STEPS), async move {
+        while counts(&c2, &dlq).await.0 < 3 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let p = &report.pipelines[0];
+    assert_eq!(
+        (p.succeeded, p.dead_lettered, p.retried),
+        (1, 3, 0),
+        "{p:?}"
+    );
+    let mut reasons: Vec<String> = drain(&client, &e.dlq)
+        .await
+        .iter()
+        .map(|m| {
+            m.message_attributes().unwrap()["sluice_dead_letter_reason"]
+                .string_value()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    reasons.sort();
+    assert_eq!(reasons.len(), 3);
+    assert!(
+        reasons.iter().any(|r| r.contains("not valid JSON")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("not a Laravel job payload: missing `displayName`")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("report-missing.json") && r.contains("not found")),
+        "{reasons:?}"
+    );
+    until_empty(&client, &e.queue).await;
+}
+
+/// A FIFO queue keeps each group's order: one job per group in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifo_groups_keep_their_order() {
+    let e = env(
+        ReceiverConfig {
+            latency: (Duration::from_millis(1), Duration::from_millis(30)),
+            ..ReceiverConfig::default()
+        },
+        30,
+        true,
+    )
+    .await;
+    let client = sqs().await;
+    let mut bodies = Vec::new();
+    for seq in 0..8 {
+        for g in ["a", "b", "c"] {
+            bodies.push((
+                format!(r#"{{"group": "{g}", "seq": {seq}}}"#),
+                Some(g.to_owned()),
+            ));
+        }
+    }
+    send(&client, &e.queue, &bodies).await;
+    let steps = r#"
+[[pipeline.step]]
+type = "http"
+url = "@URL@/{{ body.group }}/{{ body.seq }}"
+"#;
+    let text = e
+        .config(20, "", steps)
+        .replace("format = \"laravel\"", "format = \"json\"");
+    let report = run_until(&text, e.receiver.wait_for_accepted(bodies.len() as u64)).await;
+    assert_eq!(report.pipelines[0].succeeded, bodies.len() as u64);
+    let mut order: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for r in e.receiver.requests() {
+        let mut parts = r.path.trim_start_matches('/').split('/');
+        let g = parts.next().unwrap().to_owned();
+        order
+            .entry(g)
+            .or_default()
+            .push(parts.next().unwrap().parse().unwrap());
+    }
+    for (g, seqs) in &order {
+        assert_eq!(seqs, &(0..8).collect::<Vec<_>>(), "group {g} in order");
+    }
+    assert_eq!(counts(&client, &e.queue).await, (0, 0));
+}
+
+/// Stopping mid-run: in-flight jobs finish and are deleted; every message
+/// received but not started is made visible again at once, so the next run
+/// (or another worker) gets it without waiting out the visibility timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_mid_run_releases_the_rest_at_once() {
+    // A long visibility timeout: anything not released would stay hidden.
+    let e = env(
+        ReceiverConfig {
+            latency: (Duration::from_millis(20), Duration::from_millis(40)),
+            ..ReceiverConfig::default()
+        },
+        600,
+        false,
+    )
+    .await;
+    let n = 300;
+    bucket(
+        &e.bucket,
+        &(0..n)
+            .map(|i| (format!("report-{i}.json"), "{}".to_owned()))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let client = sqs().await;
+    send(
+        &client,
+        &e.queue,
+        &(0..n)
+            .map(|i| (laravel_job(&i.to_string(), 3, ""), None))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let first = run_until(
+        &e.config(50, "", REPORT_STEPS),
+        e.receiver.wait_for_accepted(60),
+    )
+    .await;
+    assert!(first.settled_everything(), "{}", runtime::summary(&first));
+    let done = first.pipelines[0].succeeded;
+    assert!(
+        done >= 60 && done < n as u64,
+        "stopped mid-run after {done}"
+    );
+    let (visible, in_flight) = counts(&client, &e.queue).await;
+    let delivered = e.receiver.requests().len();
+    println!(
+        "first run: succeeded {done}, receiver got {delivered}, queue visible {visible}, in flight {in_flight}"
+    );
+    assert_eq!(in_flight, 0, "nothing left invisible after the stop");
+    assert_eq!(
+        visible,
+        n as u64 - done,
+        "every undelivered message is back"
+    );
+    let second = run_until(
+        &e.config(50, "", REPORT_STEPS),
+        e.receiver.wait_for_accepted(n as u64),
+    )
+    .await;
+    assert!(second.settled_everything());
+    let mut ids: Vec<String> = e
+        .receiver
+        .requests()
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    let total = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "every message delivered");
+    assert_eq!(total, n, "none twice");
+    assert_eq!(counts(&client, &e.queue).await, (0, 0));
+}
