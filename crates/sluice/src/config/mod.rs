@@ -98,7 +98,7 @@ impl SourceConfig {
 }
 
 /// `[pipeline.retry]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
     /// Attempts in all, the first included; then the job is dead-lettered.
@@ -107,15 +107,6 @@ pub struct RetryConfig {
     /// The delay before each retry. Default below, or a Laravel job's own
     /// `backoff` list when it has one.
     pub backoff: Option<BackoffConfig>,
-}
-
-impl Default for RetryConfig {
-    fn default() -> RetryConfig {
-        RetryConfig {
-            max_attempts: None,
-            backoff: None,
-        }
-    }
 }
 
 /// Exponential backoff: `initial_ms`, times `multiplier` per attempt, at

@@ -139,6 +139,9 @@ pub async fn client(cfg: &SqsSourceConfig) -> Client {
     Client::new(&loader.load().await)
 }
 
+/// One receive in flight: how many it asked for, and what it got.
+type Poll = BoxFuture<'static, (usize, Result<Vec<aws_sdk_sqs::types::Message>, SourceError>)>;
+
 /// The running source.
 pub struct SqsSource {
     shared: Arc<Shared>,
@@ -148,9 +151,7 @@ pub struct SqsSource {
     active_pollers: usize,
     fifo: bool,
     max_body: u64,
-    polls: FuturesUnordered<
-        BoxFuture<'static, (usize, Result<Vec<aws_sdk_sqs::types::Message>, SourceError>)>,
-    >,
+    polls: FuturesUnordered<Poll>,
     /// Messages asked for by the polls in flight.
     asked: usize,
     /// Received beyond what the last call could take.
@@ -234,10 +235,7 @@ impl SqsSource {
         })
     }
 
-    fn poll(
-        &self,
-        n: usize,
-    ) -> BoxFuture<'static, (usize, Result<Vec<aws_sdk_sqs::types::Message>, SourceError>)> {
+    fn poll(&self, n: usize) -> Poll {
         let shared = self.shared.clone();
         let wait = self.wait_time_secs;
         let visibility = shared.visibility.as_secs().clamp(1, 43_200) as i32;
