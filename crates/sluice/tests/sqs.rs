@@ -5,8 +5,10 @@
 //!
 //! Tests that assert "delivered exactly once" use one poller: moto's
 //! ReceiveMessage is not atomic, and two receives racing can both return
-//! the same message (seen: 2 duplicates in 600 with 4 pollers). SQS is
-//! at-least-once too, but real SQS does not do that between two receives.
+//! the same message (seen: 2 duplicates in 600 with 4 pollers); and its
+//! DeleteMessage rewrites the queue without a lock, so concurrent delete
+//! batches can bring a deleted message back. Those tests also send one
+//! delete batch at a time. Real SQS has neither race.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -196,7 +198,7 @@ wait_time_secs = 1
 }
 
 /// For the exactly-once assertions (see the module docs).
-const ONE_POLLER: &str = "pollers = 1";
+const ONE_POLLER: &str = "pollers = 1\ndelete_batches_in_flight = 1";
 
 const REPORT_STEPS: &str = r#"
 [[pipeline.step]]

@@ -81,6 +81,10 @@ pub struct SqsSourceConfig {
     /// Where dead letters go; default: the queue's own redrive policy
     /// (which must then exist).
     pub dead_letter_queue_url: Option<String>,
+    /// `DeleteMessageBatch` calls in flight at most. Default 8; 1 for
+    /// emulators whose deletes race (moto 5.2 loses concurrent ones).
+    #[serde(default = "default_delete_batches_in_flight")]
+    pub delete_batches_in_flight: usize,
 }
 
 fn default_wait_time_secs() -> u32 {
@@ -88,6 +92,9 @@ fn default_wait_time_secs() -> u32 {
 }
 fn default_pollers() -> usize {
     4
+}
+fn default_delete_batches_in_flight() -> usize {
+    8
 }
 
 impl SqsSourceConfig {
@@ -98,6 +105,12 @@ impl SqsSourceConfig {
         }
         if self.wait_time_secs > 20 {
             return Err(FieldError::new("wait_time_secs", "SQS allows 0 to 20"));
+        }
+        if self.delete_batches_in_flight == 0 {
+            return Err(FieldError::new(
+                "delete_batches_in_flight",
+                "must be at least 1",
+            ));
         }
         if self.pollers == 0 {
             return Err(FieldError::new("pollers", "must be at least 1"));
@@ -214,8 +227,13 @@ impl SqsSource {
                 )));
             }
         };
-        let (shared, deletes) =
-            Shared::new(client, cfg.queue_url.clone(), visibility, dead_letters);
+        let (shared, deletes) = Shared::new(
+            client,
+            cfg.queue_url.clone(),
+            visibility,
+            dead_letters,
+            cfg.delete_batches_in_flight,
+        );
         let tasks = vec![
             tokio::spawn(settle::run_deleter(shared.clone(), deletes)),
             tokio::spawn(settle::run_heartbeat(shared.clone())),
@@ -287,7 +305,7 @@ impl SqsSource {
         } else {
             (body, None)
         };
-        self.shared.lease(&id, &receipt);
+        self.shared.lease(&receipt);
         Some(Pending {
             message: Message {
                 id: id.clone(),

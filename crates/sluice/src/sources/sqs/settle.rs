@@ -37,9 +37,9 @@ pub struct Requests {
     pub send: AtomicU64,
 }
 
-/// A message's lease: extended while its job runs.
+/// A message's lease, keyed by its receipt handle (unique per receive, so
+/// a message delivered twice has two leases): extended while its job runs.
 struct Lease {
-    receipt: String,
     extend_at: Instant,
 }
 
@@ -50,6 +50,8 @@ pub struct Shared {
     pub visibility: Duration,
     pub dead_letters: DeadLetters,
     pub requests: Requests,
+    /// DeleteMessageBatch calls in flight at most.
+    pub delete_batches_in_flight: usize,
     /// Delivered and not yet being settled.
     pub out: AtomicUsize,
     leases: Mutex<HashMap<String, Lease>>,
@@ -81,6 +83,7 @@ impl Shared {
         queue_url: String,
         visibility: Duration,
         dead_letters: DeadLetters,
+        delete_batches_in_flight: usize,
     ) -> (Arc<Shared>, mpsc::UnboundedReceiver<PendingDelete>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
@@ -89,6 +92,7 @@ impl Shared {
             visibility,
             dead_letters,
             requests: Requests::default(),
+            delete_batches_in_flight,
             out: AtomicUsize::new(0),
             leases: Mutex::default(),
             deletes: tx,
@@ -101,24 +105,23 @@ impl Shared {
     }
 
     /// Starts the lease on a received message.
-    pub fn lease(&self, id: &str, receipt: &str) {
+    pub fn lease(&self, receipt: &str) {
         self.leases
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(
-                id.to_owned(),
+                receipt.to_owned(),
                 Lease {
-                    receipt: receipt.to_owned(),
                     extend_at: Instant::now() + self.visibility / 2,
                 },
             );
     }
 
-    fn end_lease(&self, id: &str) {
+    fn end_lease(&self, receipt: &str) {
         self.leases
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+            .remove(receipt);
     }
 
     /// Makes `receipt` visible again at the next flush (close, or a FIFO
@@ -233,7 +236,7 @@ impl Shared {
             }
         } else if let Some(waiting) = groups.remove(group) {
             for p in waiting {
-                self.end_lease(&p.acker.id);
+                self.end_lease(&p.acker.receipt);
                 self.release_later(p.acker.receipt);
             }
         }
@@ -245,7 +248,7 @@ impl Shared {
 /// come soon), or a second after its first entry, whichever is first.
 pub async fn run_deleter(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<PendingDelete>) {
     const LINGER: Duration = Duration::from_secs(1);
-    const IN_FLIGHT: usize = 8;
+    let in_flight = shared.delete_batches_in_flight.max(1);
     let mut pending: Vec<PendingDelete> = Vec::new();
     let mut first_at = Instant::now();
     let mut requests = tokio::task::JoinSet::new();
@@ -253,13 +256,13 @@ pub async fn run_deleter(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Pe
         let full = pending.len() >= 10;
         let nothing_else = !pending.is_empty() && shared.out.load(Relaxed) == 0;
         let lingered = !pending.is_empty() && first_at.elapsed() >= LINGER;
-        if (full || nothing_else || lingered) && requests.len() < IN_FLIGHT {
+        if (full || nothing_else || lingered) && requests.len() < in_flight {
             let batch: Vec<_> = pending.drain(..pending.len().min(10)).collect();
             first_at = Instant::now();
             requests.spawn(delete_batch(shared.clone(), batch));
             continue;
         }
-        let saturated = requests.len() >= IN_FLIGHT;
+        let saturated = requests.len() >= in_flight;
         let linger = async {
             if pending.is_empty() || saturated {
                 std::future::pending::<()>().await
@@ -361,20 +364,19 @@ pub async fn run_heartbeat(shared: Arc<Shared>) {
     loop {
         interval.tick().await;
         let now = Instant::now();
-        let due: Vec<(String, String)> = {
+        let due: Vec<String> = {
             let mut leases = shared.leases.lock().unwrap_or_else(|p| p.into_inner());
             leases
                 .iter_mut()
                 .filter(|(_, l)| l.extend_at <= now)
-                .map(|(id, l)| {
+                .map(|(receipt, l)| {
                     l.extend_at = now + shared.visibility / 2;
-                    (id.clone(), l.receipt.clone())
+                    receipt.clone()
                 })
                 .collect()
         };
-        for chunk in due.chunks(10) {
-            let receipts: Vec<String> = chunk.iter().map(|(_, r)| r.clone()).collect();
-            if let Err(e) = shared.change_visibility(&receipts, secs).await {
+        for receipts in due.chunks(10) {
+            if let Err(e) = shared.change_visibility(receipts, secs).await {
                 tracing::warn!(error = %e, "could not extend message visibility; a slow job may be delivered twice");
             }
         }
@@ -394,7 +396,7 @@ pub struct SqsAcker {
 impl SqsAcker {
     fn begin(&self) {
         self.shared.out.fetch_sub(1, Relaxed);
-        self.shared.end_lease(&self.id);
+        self.shared.end_lease(&self.receipt);
     }
 
     fn group_done(&self, next: bool) {

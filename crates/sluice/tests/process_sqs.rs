@@ -1,0 +1,402 @@
+//! The `sluice` binary as a child process on the SQS source, against the
+//! SQS and S3 emulator (moto, started by `scripts/services`): SIGTERM and
+//! `kill -9` mid-run, each followed by `--stop-when-empty` reruns, checked
+//! against what the receiver got and what the queue holds afterwards.
+//!
+//! Each job is a Laravel payload naming `report-<id>.json` in the bucket; the
+//! pipeline fetches it and posts it to `/reports/<id>`, so the receiver's
+//! record says which jobs were delivered and how often.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
+use sluice::testkit::{Receiver, ReceiverConfig};
+use tempfile::TempDir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+/// The bound on every wait; reaching it fails the test.
+const WAIT: Duration = Duration::from_secs(120);
+/// Jobs per test: moto's operations are O(queue), so keep this modest.
+const JOBS: u64 = 300;
+const CONCURRENCY: u64 = 50;
+
+fn moto() -> String {
+    let url = std::env::var("SLUICE_MOTO_URL").unwrap_or_else(|_| "http://127.0.0.1:5055".into());
+    let addr = url.trim_start_matches("http://").to_owned();
+    if std::net::TcpStream::connect(&addr).is_err() {
+        panic!(
+            "the SQS/S3 emulator does not answer at {url}: run scripts/services (it installs and starts moto)"
+        );
+    }
+    url
+}
+
+async fn sqs() -> Client {
+    let cfg: sluice::sources::sqs::SqsSourceConfig = toml::from_str(&format!(
+        "queue_url = 'x'\nendpoint = '{}'\nregion = 'us-east-1'\naccess_key_id = 'test'\nsecret_access_key = 'test'",
+        moto()
+    ))
+    .unwrap();
+    sluice::sources::sqs::client(&cfg).await
+}
+
+async fn create_queue(client: &Client, name: &str, visibility_secs: u32) -> String {
+    let req = client.create_queue().queue_name(name).attributes(
+        QueueAttributeName::VisibilityTimeout,
+        visibility_secs.to_string(),
+    );
+    req.send().await.unwrap().queue_url.unwrap()
+}
+
+/// A Laravel queue payload naming `report-<id>.json` in its command.
+fn laravel_job(id: &str, max_tries: u32, backoff: &str) -> String {
+    let file = format!("report-{id}.json");
+    let command = format!(
+        "O:22:\"App\\\\Jobs\\\\SendReport\":1:{{s:4:\"file\";s:{}:\"{file}\";}}",
+        file.len()
+    );
+    serde_json::json!({
+        "uuid": format!("uuid-{id}"), "displayName": "App\\Jobs\\SendReport",
+        "job": "Illuminate\\Queue\\CallQueuedHandler@call", "maxTries": max_tries,
+        "maxExceptions": null, "failOnTimeout": false, "backoff": backoff,
+        "timeout": null, "retryUntil": null,
+        "data": {"commandName": "App\\Jobs\\SendReport", "command": command},
+    })
+    .to_string()
+}
+
+/// The SQS source (one receive at a time: moto can hand the same message to
+/// two concurrent ReceiveMessage calls, which would read as a duplicate
+/// delivery here); the steps extract the file name, fetch it from S3 and
+/// post it to the receiver.
+const CONFIG: &str = r#"
+shutdown_timeout_secs = 10
+[[pipeline]]
+name = "reports"
+concurrency = @CONCURRENCY@
+[pipeline.source]
+type = "sqs"
+queue_url = "@QUEUE@"
+dead_letter_queue_url = "@DLQ@"
+format = "laravel"
+endpoint = "@MOTO@"
+region = "us-east-1"
+access_key_id = "test"
+secret_access_key = "test"
+wait_time_secs = 1
+pollers = 1
+delete_batches_in_flight = 1
+[[pipeline.step]]
+type = "extract"
+regex = 'report-(?P<id>[^.]+)\.json'
+[[pipeline.step]]
+type = "fetch"
+url = "s3://@BUCKET@/report-{{ id }}.json"
+into = "report"
+decode = "json"
+[pipeline.step.options]
+aws_endpoint = "@MOTO@"
+aws_allow_http = "true"
+aws_region = "us-east-1"
+aws_access_key_id = "test"
+aws_secret_access_key = "test"
+[[pipeline.step]]
+type = "http"
+url = "@URL@/reports/{{ id }}"
+body = '{"id": "{{ id }}", "job": {{ job.displayName | tojson }}, "report": {{ report | tojson }}}'
+"#;
+
+/// A fresh queue (and DLQ) holding [`JOBS`] jobs, a bucket with their
+/// reports, a receiver answering in 20–40 ms and a config tying them
+/// together, in a temporary directory that also holds each run's log.
+struct Trial {
+    dir: TempDir,
+    config: PathBuf,
+    runs: usize,
+    client: Client,
+    queue: String,
+    rx: Receiver,
+}
+
+impl Trial {
+    async fn new(visibility_secs: u32) -> Trial {
+        let unique = |prefix: &str| format!("{prefix}-{:x}", fastrand::u64(..));
+        let client = sqs().await;
+        let queue = create_queue(&client, &unique("reports"), visibility_secs).await;
+        let dlq = create_queue(&client, &unique("reports-dlq"), 30).await;
+        // The bucket, with `{"rows": <id>}` in each job's report.
+        let (moto, bucket_name) = (moto(), unique("bucket"));
+        let http = reqwest::Client::new();
+        let r = http.put(format!("{moto}/{bucket_name}")).send().await;
+        assert!(r.unwrap().status().is_success(), "create the bucket");
+        for i in 0..JOBS {
+            let url = format!("{moto}/{bucket_name}/report-{i}.json");
+            let r = http
+                .put(url)
+                .body(format!(r#"{{"rows": {i}}}"#))
+                .send()
+                .await;
+            assert!(r.unwrap().status().is_success(), "put report-{i}.json");
+        }
+        for ids in (0..JOBS).collect::<Vec<_>>().chunks(10) {
+            let entries = ids.iter().map(|id| {
+                let e = SendMessageBatchRequestEntry::builder().id(id.to_string());
+                e.message_body(laravel_job(&id.to_string(), 3, ""))
+                    .build()
+                    .unwrap()
+            });
+            let send = client.send_message_batch().queue_url(&queue);
+            let out = send.set_entries(Some(entries.collect())).send().await;
+            assert!(out.unwrap().failed().is_empty(), "send the jobs");
+        }
+        let rx = Receiver::start(ReceiverConfig {
+            latency: (Duration::from_millis(20), Duration::from_millis(40)),
+            record: true,
+            ..ReceiverConfig::default()
+        })
+        .await
+        .expect("the receiver starts");
+
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let config = dir.path().join("sluice.toml");
+        let text = CONFIG
+            .replace("@CONCURRENCY@", &CONCURRENCY.to_string())
+            .replace("@QUEUE@", &queue)
+            .replace("@DLQ@", &dlq)
+            .replace("@MOTO@", &moto)
+            .replace("@BUCKET@", &bucket_name)
+            .replace("@URL@", &rx.url());
+        std::fs::write(&config, text).expect("write the config");
+        let runs = 0;
+        Trial {
+            dir,
+            config,
+            runs,
+            client,
+            queue,
+            rx,
+        }
+    }
+
+    /// Starts `sluice run` with `extra` arguments; its output goes to
+    /// `run-<n>.log`.
+    fn start(&mut self, extra: &[&str]) -> Running {
+        self.runs += 1;
+        let log = self.dir.path().join(format!("run-{}.log", self.runs));
+        let out = File::create(&log).expect("create the log");
+        let err = out.try_clone().expect("clone the log");
+        let child = Command::new(BIN)
+            .args(["run", "--progress", "off", "-c"])
+            .arg(&self.config)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn sluice");
+        Running { child, log }
+    }
+
+    /// Runs with `--stop-when-empty` to the end; asserts exit code 0.
+    async fn run_until_empty(&mut self) {
+        let mut run = self.start(&["--stop-when-empty"]);
+        let status = run.wait().await;
+        assert_eq!(status.code(), Some(0), "the rerun failed:\n{}", run.log());
+    }
+
+    /// (visible, in flight) messages of the queue.
+    async fn counts(&self) -> (u64, u64) {
+        use QueueAttributeName::{
+            ApproximateNumberOfMessages as Visible, ApproximateNumberOfMessagesNotVisible as Hidden,
+        };
+        let req = self.client.get_queue_attributes().queue_url(&self.queue);
+        let out = req
+            .attribute_names(Visible)
+            .attribute_names(Hidden)
+            .send()
+            .await;
+        let out = out.expect("GetQueueAttributes");
+        let n = |k| {
+            out.attributes()
+                .and_then(|a| a.get(&k)?.parse().ok())
+                .unwrap_or(u64::MAX)
+        };
+        (n(Visible), n(Hidden))
+    }
+
+    /// Asserts the receiver accepted every job (with its report) and no
+    /// other; returns the ids it accepted more than once, with their counts.
+    fn repeats(&self) -> Vec<(u64, u64)> {
+        let mut by_id = BTreeMap::new();
+        for r in self.rx.requests().iter().filter(|r| r.status == 200) {
+            let id: u64 = r
+                .path
+                .strip_prefix("/reports/")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("unexpected path {}", r.path));
+            let body: serde_json::Value = serde_json::from_slice(&r.body).expect("a JSON body");
+            assert_eq!(body["report"]["rows"], id, "the S3 object of {}", r.path);
+            *by_id.entry(id).or_insert(0) += 1;
+        }
+        let missing: Vec<u64> = (0..JOBS).filter(|id| !by_id.contains_key(id)).collect();
+        assert!(
+            missing.is_empty(),
+            "{} of {JOBS} jobs never delivered, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(10)]
+        );
+        assert_eq!(by_id.len() as u64, JOBS, "ids outside 0..{JOBS} delivered");
+        by_id.into_iter().filter(|(_, n)| *n > 1).collect()
+    }
+
+    async fn wait_for_accepted(&self, n: u64) {
+        tokio::time::timeout(WAIT, self.rx.wait_for_accepted(n))
+            .await
+            .unwrap_or_else(|_| panic!("the receiver accepted only {} of {n}", self.rx.accepted()));
+    }
+}
+
+/// A running `sluice run`; killed if the test fails before it exits.
+struct Running {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Running {
+    /// Sends a signal by name (`TERM`, `KILL`) with kill(1).
+    fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        let kill = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status();
+        assert!(kill.expect("run kill").success(), "kill -{name} failed");
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit; fails the test after [`WAIT`].
+    async fn wait(&mut self) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if started.elapsed() > WAIT {
+                panic!("sluice did not exit in {WAIT:?}; its log:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// SIGTERM lets in-flight jobs finish and be deleted, and releases every
+/// message received but not started at once (despite a 600 s visibility
+/// timeout); the rerun delivers the rest, so each job arrives exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_run_loses_nothing_and_duplicates_nothing() {
+    let mut trial = Trial::new(600).await;
+
+    let mut run = trial.start(&[]);
+    trial.wait_for_accepted(60).await;
+    run.signal("TERM");
+    let took = Instant::now();
+    let status = run.wait().await;
+    let first = trial.rx.accepted();
+    let (visible, in_flight) = trial.counts().await;
+    let log = run.log();
+    let requests = log.lines().find(|l| l.contains("sqs requests"));
+    println!(
+        "SIGTERM at >= 60 accepted: {status} after {:?}, {first} accepted, \
+         queue: {visible} visible, {in_flight} in flight; {}",
+        took.elapsed(),
+        requests.unwrap_or("no request counts logged")
+    );
+    assert_eq!(status.code(), Some(0), "graceful stop:\n{log}");
+    assert!(first < JOBS, "the run ended before SIGTERM stopped it");
+    assert_eq!(in_flight, 0, "messages left hidden:\n{log}");
+    assert_eq!(visible, JOBS - first, "every undelivered message is back");
+
+    trial.run_until_empty().await;
+    let dups = trial.repeats();
+    assert!(
+        dups.is_empty(),
+        "{} jobs delivered more than once after a graceful stop, e.g. {:?}",
+        dups.len(),
+        &dups[..dups.len().min(10)]
+    );
+    assert_eq!(trial.counts().await, (0, 0), "the queue ends empty");
+}
+
+/// After `kill -9` the messages the process held come back after the 3 s
+/// visibility timeout; reruns with `--stop-when-empty` (repeated while some
+/// are still hidden) deliver every job, with duplicates bounded by what was
+/// in flight at the kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_and_restart_delivers_everything_with_bounded_duplicates() {
+    let mut trial = Trial::new(3).await;
+
+    let mut run = trial.start(&[]);
+    trial.wait_for_accepted(100).await;
+    run.signal("KILL");
+    let status = run.wait().await;
+    let first = trial.rx.accepted();
+    assert_eq!(status.signal(), Some(9), "not killed:\n{}", run.log());
+    assert!(first < JOBS, "the run ended before kill -9 stopped it");
+    println!(
+        "kill -9 at {first} accepted: queue {:?}",
+        trial.counts().await
+    );
+
+    let mut reruns = 0;
+    loop {
+        reruns += 1;
+        trial.run_until_empty().await;
+        let left = trial.counts().await;
+        println!(
+            "rerun {reruns}: queue {left:?}, {} accepted",
+            trial.rx.accepted()
+        );
+        if left == (0, 0) {
+            break;
+        }
+        assert!(
+            reruns < 10,
+            "the queue still holds {left:?} after {reruns} reruns"
+        );
+    }
+
+    let dups = trial.repeats();
+    // Every job was accepted once, and `extra` times more.
+    let extra = trial.rx.accepted() - JOBS;
+    println!(
+        "{extra} duplicate deliveries over {} jobs (concurrency {CONCURRENCY}), \
+         {} total 2xx, {reruns} rerun(s)",
+        dups.len(),
+        trial.rx.accepted()
+    );
+    assert!(
+        extra <= CONCURRENCY,
+        "{extra} duplicates exceed the {CONCURRENCY} jobs in flight, e.g. {:?}",
+        &dups[..dups.len().min(10)]
+    );
+    assert_eq!(trial.counts().await, (0, 0), "the queue ends empty");
+}
