@@ -7,6 +7,8 @@
 //! pipeline fetches it and posts it to `/reports/<id>`, so the receiver's
 //! record says which jobs were delivered and how often.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::process::ExitStatusExt;
@@ -16,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
+use common::aws::{create_queue, laravel_job, moto, sqs, unique};
 use sluice::testkit::{Receiver, ReceiverConfig};
 use tempfile::TempDir;
 
@@ -25,51 +28,6 @@ const WAIT: Duration = Duration::from_secs(120);
 /// Jobs per test: moto's operations are O(queue), so keep this modest.
 const JOBS: u64 = 300;
 const CONCURRENCY: u64 = 50;
-
-fn moto() -> String {
-    let url = std::env::var("SLUICE_MOTO_URL").unwrap_or_else(|_| "http://127.0.0.1:5055".into());
-    let addr = url.trim_start_matches("http://").to_owned();
-    if std::net::TcpStream::connect(&addr).is_err() {
-        panic!(
-            "the SQS/S3 emulator does not answer at {url}: run scripts/services (it installs and starts moto)"
-        );
-    }
-    url
-}
-
-async fn sqs() -> Client {
-    let cfg: sluice::sources::sqs::SqsSourceConfig = toml::from_str(&format!(
-        "queue_url = 'x'\nendpoint = '{}'\nregion = 'us-east-1'\naccess_key_id = 'test'\nsecret_access_key = 'test'",
-        moto()
-    ))
-    .unwrap();
-    sluice::sources::sqs::client(&cfg).await
-}
-
-async fn create_queue(client: &Client, name: &str, visibility_secs: u32) -> String {
-    let req = client.create_queue().queue_name(name).attributes(
-        QueueAttributeName::VisibilityTimeout,
-        visibility_secs.to_string(),
-    );
-    req.send().await.unwrap().queue_url.unwrap()
-}
-
-/// A Laravel queue payload naming `report-<id>.json` in its command.
-fn laravel_job(id: &str, max_tries: u32, backoff: &str) -> String {
-    let file = format!("report-{id}.json");
-    let command = format!(
-        "O:22:\"App\\\\Jobs\\\\SendReport\":1:{{s:4:\"file\";s:{}:\"{file}\";}}",
-        file.len()
-    );
-    serde_json::json!({
-        "uuid": format!("uuid-{id}"), "displayName": "App\\Jobs\\SendReport",
-        "job": "Illuminate\\Queue\\CallQueuedHandler@call", "maxTries": max_tries,
-        "maxExceptions": null, "failOnTimeout": false, "backoff": backoff,
-        "timeout": null, "retryUntil": null,
-        "data": {"commandName": "App\\Jobs\\SendReport", "command": command},
-    })
-    .to_string()
-}
 
 /// The SQS source (one receive at a time: moto can hand the same message to
 /// two concurrent ReceiveMessage calls, which would read as a duplicate
@@ -126,7 +84,6 @@ struct Trial {
 
 impl Trial {
     async fn new(visibility_secs: u32) -> Trial {
-        let unique = |prefix: &str| format!("{prefix}-{:x}", fastrand::u64(..));
         let client = sqs().await;
         let queue = create_queue(&client, &unique("reports"), visibility_secs).await;
         let dlq = create_queue(&client, &unique("reports-dlq"), 30).await;
