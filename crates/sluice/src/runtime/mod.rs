@@ -264,11 +264,15 @@ async fn drive(
         metrics.received.increment(deliveries.len() as u64);
         for d in deliveries {
             let slot = held.pop().expect("checked above");
+            // The guard exists before the task is queued: a task the pool
+            // hands back unstarted at shutdown still releases its message.
+            let Delivery { message, acker } = d;
+            let guard = Unsettled::new(acker, release_tx.clone(), metrics.clone());
             let task = settle_one(
                 p.clone(),
-                d,
+                message,
+                guard,
                 slot,
-                release_tx.clone(),
                 counters.clone(),
                 metrics.clone(),
             );
@@ -290,8 +294,15 @@ async fn drive(
         _ = shutdown.forced() => {}
     }
     let cut = pool.shutdown(Duration::ZERO).await;
+    let unstarted = cut.unstarted.len();
     if cut.cancelled > 0 {
         warn!(pipeline = %p.name, cancelled = cut.cancelled, "stopped jobs still running; their messages are released");
+    }
+    // Dropping the unstarted tasks releases their messages (their guards)
+    // and lets the releaser's channel close.
+    drop(cut);
+    if unstarted > 0 {
+        warn!(pipeline = %p.name, unstarted, "jobs that never started are released");
     }
     releaser.await.expect("the releaser does not panic");
     if let Err(e) = source.close().await {
@@ -328,6 +339,19 @@ struct Unsettled {
 }
 
 impl Unsettled {
+    fn new(
+        acker: Box<dyn Acker>,
+        release: mpsc::UnboundedSender<Box<dyn Acker>>,
+        metrics: Arc<PipelineMetrics>,
+    ) -> Unsettled {
+        metrics.in_flight.increment(1.0);
+        Unsettled {
+            acker: Some(acker),
+            release,
+            metrics,
+        }
+    }
+
     fn take(&mut self) -> Box<dyn Acker> {
         self.acker.take().expect("taken once")
     }
@@ -347,20 +371,13 @@ impl Drop for Unsettled {
 /// One message: run the job, then settle it exactly once.
 async fn settle_one(
     p: Arc<Pipeline>,
-    delivery: Delivery,
+    message: crate::sources::Message,
+    mut guard: Unsettled,
     _slot: tokio::sync::OwnedSemaphorePermit,
-    release: mpsc::UnboundedSender<Box<dyn Acker>>,
     counters: Arc<Counters>,
     metrics: Arc<PipelineMetrics>,
 ) {
     let started = Instant::now();
-    let Delivery { message, acker } = delivery;
-    metrics.in_flight.increment(1.0);
-    let mut guard = Unsettled {
-        acker: Some(acker),
-        release,
-        metrics: metrics.clone(),
-    };
     let (result, hints) = p.process(&message, &metrics).await;
     let decision = p.decide(message.attempt, result, hints.as_ref());
     let acker = guard.take();

@@ -127,6 +127,10 @@ impl Pipeline {
             }
             _ => (self.max_attempts, "retry.max_attempts"),
         };
+        // As in Laravel: while a job's retryUntil is ahead, it is retried
+        // whatever its attempts; once passed, it is not retried again.
+        let until = hints.and_then(|h| h.retry_until);
+        let max = if until.is_some() { u32::MAX } else { max };
         match result {
             Ok(()) => Settle::Ack,
             Err(JobError::Fail { reason }) => Settle::DeadLetter { reason },
@@ -214,6 +218,14 @@ mod tests {
         ));
         assert!(
             matches!(p.decide(1, retry(), Some(&hints)), Settle::Retry { delay, .. } if delay == Duration::from_millis(100))
+        );
+        let ahead = RetryHints {
+            retry_until: Some(std::time::SystemTime::now() + Duration::from_secs(3600)),
+            ..RetryHints::default()
+        };
+        assert!(
+            matches!(p.decide(50, retry(), Some(&ahead)), Settle::Retry { .. }),
+            "a retryUntil ahead outranks max_attempts, as in Laravel"
         );
         let past = RetryHints {
             retry_until: Some(std::time::SystemTime::now() - Duration::from_secs(1)),

@@ -13,6 +13,7 @@ pub mod template;
 
 use futures::future::BoxFuture;
 use serde::Deserialize;
+use url::Url;
 
 use crate::runtime::job::{Job, JobError};
 
@@ -95,4 +96,16 @@ pub(crate) fn check_var_name(field: &str, name: &str) -> Result<(), FieldError> 
         ));
     }
     Ok(())
+}
+
+/// A URL without its query and credentials, safe for logs and reasons.
+pub(crate) fn redact(raw: &str) -> String {
+    match Url::parse(raw) {
+        Ok(u) => {
+            let host = u.host_str().unwrap_or("");
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            format!("{}://{host}{port}{}", u.scheme(), u.path())
+        }
+        Err(_) => raw.split(['?', '@']).next().unwrap_or("").to_owned(),
+    }
 }

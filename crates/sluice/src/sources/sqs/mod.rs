@@ -299,6 +299,7 @@ impl SqsSource {
         if let Some(g) = &group {
             attributes.insert("MessageGroupId".into(), g.clone());
         }
+        let full = body.clone();
         let len = body.len() as u64;
         let (body, oversize) = if len > self.max_body {
             (body.slice(..self.max_body as usize), Some(len))
@@ -319,7 +320,8 @@ impl SqsSource {
                 id,
                 receipt,
                 group: if self.fifo { group } else { None },
-                body,
+                // The whole body, for the dead-letter queue.
+                body: full,
                 attributes: message_attributes,
             },
         })
@@ -460,13 +462,14 @@ impl Source for SqsSource {
             let groups: HashMap<_, _> =
                 std::mem::take(&mut *self.shared.groups.lock().unwrap_or_else(|e| e.into_inner()));
             held.extend(groups.into_values().flatten());
+            // No visibility extension may land after a release to 0.
+            for t in self.tasks.drain(..) {
+                t.abort();
+            }
             for p in held {
                 self.shared.release_later(p.acker.receipt);
             }
             let released = self.shared.flush_releases().await;
-            for t in self.tasks.drain(..) {
-                t.abort();
-            }
             let r = &self.shared.requests;
             tracing::info!(
                 queue = %self.shared.queue_url,

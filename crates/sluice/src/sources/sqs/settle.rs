@@ -127,6 +127,7 @@ impl Shared {
     /// Makes `receipt` visible again at the next flush (close, or a FIFO
     /// group giving way).
     pub fn release_later(&self, receipt: String) {
+        self.end_lease(&receipt);
         self.to_release
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -394,6 +395,41 @@ pub struct SqsAcker {
 }
 
 impl SqsAcker {
+    /// Sends the message, as received, to the dead-letter queue with the
+    /// reason in an attribute.
+    async fn send_to(&self, dlq: &str, reason: &str) -> Result<(), SourceError> {
+        let text = std::str::from_utf8(&self.body).map_err(|_| {
+            SourceError::Transient("the message body is not UTF-8 and SQS bodies must be".into())
+        })?;
+        let mut send = self
+            .shared
+            .client
+            .send_message()
+            .queue_url(dlq)
+            .message_body(text);
+        for (k, v) in &self.attributes {
+            send = send.message_attributes(k, v.clone());
+        }
+        let reason_value = MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(truncate(reason, 4096))
+            .build()
+            .expect("data type is set");
+        send = send.message_attributes("sluice_dead_letter_reason", reason_value);
+        if let Some(g) = &self.group {
+            if dlq.ends_with(".fifo") {
+                send = send.message_group_id(g).message_deduplication_id(&self.id);
+            }
+        }
+        self.shared.requests.send.fetch_add(1, Relaxed);
+        send.send().await.map(|_| ()).map_err(|e| {
+            SourceError::Transient(format!(
+                "sending to the dead-letter queue failed: {}",
+                describe(&e)
+            ))
+        })
+    }
+
     fn begin(&self) {
         self.shared.out.fetch_sub(1, Relaxed);
         self.shared.end_lease(&self.receipt);
@@ -435,49 +471,31 @@ impl Acker for SqsAcker {
             self.begin();
             match self.shared.dead_letters.clone() {
                 DeadLetters::Queue(dlq) => {
-                    let text =
-                        std::str::from_utf8(&self.body)
-                            .map(str::to_owned)
-                            .map_err(|_| {
-                                SourceError::Transient(
-                                    "the message body is not UTF-8 and SQS bodies must be".into(),
-                                )
-                            })?;
-                    let mut attrs = self.attributes.clone();
-                    let reason_value = MessageAttributeValue::builder()
-                        .data_type("String")
-                        .string_value(truncate(&reason, 4096))
-                        .build()
-                        .expect("data type is set");
-                    attrs.insert("sluice_dead_letter_reason".into(), reason_value);
-                    let mut send = self
-                        .shared
-                        .client
-                        .send_message()
-                        .queue_url(&dlq)
-                        .message_body(text);
-                    for (k, v) in attrs {
-                        send = send.message_attributes(k, v);
-                    }
-                    if let Some(g) = &self.group {
-                        if dlq.ends_with(".fifo") {
-                            send = send.message_group_id(g).message_deduplication_id(&self.id);
+                    match self.send_to(&dlq, &reason).await {
+                        Ok(()) => {
+                            let r = self.shared.delete(self.receipt.clone()).await;
+                            self.group_done(true);
+                            r
+                        }
+                        Err(e) => {
+                            // Not parked: the message comes back after its
+                            // visibility timeout; its group's followers go
+                            // back too, to stay behind it.
+                            self.group_done(false);
+                            if self.group.is_some() {
+                                let _ = self.shared.flush_releases().await;
+                            }
+                            Err(e)
                         }
                     }
-                    self.shared.requests.send.fetch_add(1, Relaxed);
-                    send.send().await.map_err(|e| {
-                        SourceError::Transient(format!(
-                            "sending to the dead-letter queue failed: {}",
-                            describe(&e)
-                        ))
-                    })?;
-                    let r = self.shared.delete(self.receipt.clone()).await;
-                    self.group_done(true);
-                    r
                 }
                 DeadLetters::Redrive => {
                     self.group_done(false);
-                    self.shared.change_one(&self.receipt, 0).await
+                    let r = self.shared.change_one(&self.receipt, 0).await;
+                    if self.group.is_some() {
+                        self.shared.flush_releases().await?;
+                    }
+                    r
                 }
             }
         })

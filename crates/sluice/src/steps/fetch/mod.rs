@@ -29,7 +29,7 @@ use object_store::ObjectStore;
 use serde::Deserialize;
 use url::Url;
 
-use super::{FieldError, Step, check_var_name, compile};
+use super::{FieldError, Step, check_var_name, compile, redact};
 use crate::runtime::job::{Job, JobError};
 use crate::template::Template;
 
@@ -123,18 +123,19 @@ impl Stores {
         &self,
         raw: &str,
     ) -> Result<(Arc<dyn ObjectStore>, object_store::path::Path), JobError> {
+        let shown = redact(raw);
         let url = Url::parse(raw)
-            .map_err(|e| JobError::fail(format!("fetch: `{raw}` is not a URL: {e}")))?;
+            .map_err(|e| JobError::fail(format!("fetch: `{shown}` is not a URL: {e}")))?;
         let base = &url[..url::Position::BeforePath];
         let path = object_store::path::Path::from_url_path(url.path())
-            .map_err(|e| JobError::fail(format!("fetch: bad object path in `{raw}`: {e}")))?;
+            .map_err(|e| JobError::fail(format!("fetch: bad object path in `{shown}`: {e}")))?;
         let mut map = self.by_base.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(store) = map.get(base) {
             return Ok((store.clone(), path));
         }
         let (store, _) = object_store::parse_url_opts(&url, self.options.iter()).map_err(|e| {
             JobError::fail(format!(
-                "fetch: cannot open an object store for `{raw}`: {e} \
+                "fetch: cannot open an object store for `{shown}`: {e} \
                  (schemes: s3://, gs://, az://, file://, http(s)://)"
             ))
         })?;
@@ -146,8 +147,10 @@ impl Stores {
 
 impl Fetch {
     async fn fetch(&self, job: &mut Job) -> Result<(), JobError> {
-        let raw = self.url.render_field("url", job.context())?;
-        let (store, path) = self.stores.resolve(&raw)?;
+        let url = self.url.render_field("url", job.context())?;
+        let (store, path) = self.stores.resolve(&url)?;
+        // Reasons and logs never carry a query string or credentials.
+        let raw = redact(&url);
         let read = async {
             let got = store.get(&path).await.map_err(|e| classify(&raw, e))?;
             if got.meta.size > self.max_bytes {

@@ -39,7 +39,7 @@ use serde::Deserialize;
 use sluice_pool::{KeyLimit, Pool};
 use url::Url;
 
-use super::{BuildContext, FieldError, Step, check_var_name, compile};
+use super::{BuildContext, FieldError, Step, check_var_name, compile, redact};
 use crate::config::parse_rate;
 use crate::runtime::job::{Job, JobError};
 use crate::template::Template;
@@ -282,23 +282,14 @@ fn check_url(raw: &str) -> Result<Url, String> {
     }
 }
 
-/// A URL without its query and credentials, safe for logs and reasons.
-fn redact(raw: &str) -> String {
-    match Url::parse(raw) {
-        Ok(u) => {
-            let host = u.host_str().unwrap_or("");
-            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
-            format!("{}://{host}{port}{}", u.scheme(), u.path())
-        }
-        Err(_) => raw.split(['?', '@']).next().unwrap_or("").to_owned(),
-    }
-}
-
 /// The one HTTP client of the process: pooled connections, shared by steps.
 pub fn client() -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
     CLIENT.get_or_init(|| {
         reqwest::Client::builder()
+            // A 3xx is judged like any other status: following it would
+            // turn a POST into a GET and carry custom headers elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
@@ -404,17 +395,29 @@ impl Http {
                         .per_key(limit)
                         .build()
                 });
+                // The request runs as a pool task, which outlives this job
+                // if the job is dropped (timeout, shutdown): `gone` ends it.
+                let (_alive, gone) = tokio::sync::oneshot::channel::<()>();
+                let request = async move {
+                    tokio::select! {
+                        r = exchange(req) => Some(r),
+                        _ = gone => None,
+                    }
+                };
                 let handle = pool
                     .key(destination)
-                    .submit(exchange(req))
+                    .submit(request)
                     .await
                     .map_err(|_| JobError::retry("http: shutting down"))?;
                 handle
                     .await
                     .map_err(|e| JobError::retry(format!("http: request task ended: {e}")))?
+                    .ok_or_else(|| JobError::retry("http: the request was cancelled"))?
             }
         };
-        let answer = answer.map_err(|e| self.transport_error(&shown, &e))?;
+        // reqwest's errors quote the full URL, query and credentials
+        // included: strip it before it reaches a log or a reason.
+        let answer = answer.map_err(|e| self.transport_error(&shown, &e.without_url()))?;
         let status = answer.status.as_u16();
         if self.success.contains(status) {
             if let Some(into) = &self.into {
