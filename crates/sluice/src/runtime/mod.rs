@@ -171,6 +171,10 @@ pub async fn run(loaded: &Loaded, opts: RunOptions) -> Result<RunReport, ConfigE
     })
 }
 
+/// After the shutdown deadline, how long settlements already under way get
+/// to finish before they too are cancelled.
+const SETTLE_GRACE: Duration = Duration::from_secs(10);
+
 /// Most messages asked of a source in one call.
 const MAX_BATCH: usize = 256;
 
@@ -269,6 +273,7 @@ async fn drive(
             let Delivery { message, acker } = d;
             let guard = Unsettled::new(acker, release_tx.clone(), metrics.clone());
             let task = settle_one(
+                shutdown.clone(),
                 p.clone(),
                 message,
                 guard,
@@ -293,6 +298,10 @@ async fn drive(
         } => warn!(pipeline = %p.name, "shutdown timeout reached; releasing unfinished jobs"),
         _ = shutdown.forced() => {}
     }
+    // Cancel the jobs still running: each releases its message. A job that
+    // began settling after the stop request settles in a task of its own
+    // (cutting it short would send a finished job round again); it holds
+    // its slot, so taking every slot back waits for those.
     let cut = pool.shutdown(Duration::ZERO).await;
     let unstarted = cut.unstarted.len();
     if cut.cancelled > 0 {
@@ -303,6 +312,13 @@ async fn drive(
     drop(cut);
     if unstarted > 0 {
         warn!(pipeline = %p.name, unstarted, "jobs that never started are released");
+    }
+    let all = u32::try_from(p.concurrency).unwrap_or(u32::MAX);
+    if tokio::time::timeout(SETTLE_GRACE, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        warn!(pipeline = %p.name, "settlements still running after {SETTLE_GRACE:?}; closing anyway");
     }
     releaser.await.expect("the releaser does not panic");
     if let Err(e) = source.close().await {
@@ -370,10 +386,11 @@ impl Drop for Unsettled {
 
 /// One message: run the job, then settle it exactly once.
 async fn settle_one(
+    shutdown: Shutdown,
     p: Arc<Pipeline>,
     message: crate::sources::Message,
     mut guard: Unsettled,
-    _slot: tokio::sync::OwnedSemaphorePermit,
+    slot: tokio::sync::OwnedSemaphorePermit,
     counters: Arc<Counters>,
     metrics: Arc<PipelineMetrics>,
 ) {
@@ -381,40 +398,51 @@ async fn settle_one(
     let (result, hints) = p.process(&message, &metrics).await;
     let decision = p.decide(message.attempt, result, hints.as_ref());
     let acker = guard.take();
-    let settled = match &decision {
-        Settle::Ack => {
-            counters.succeeded.fetch_add(1, Relaxed);
-            metrics.succeeded.increment(1);
-            acker.ack().await
-        }
-        Settle::Retry { delay, reason } => {
-            counters.retried.fetch_add(1, Relaxed);
-            metrics.retried.increment(1);
-            warn!(
+    drop(guard);
+    let settle = async move {
+        let _slot = slot;
+        let settled = match &decision {
+            Settle::Ack => {
+                counters.succeeded.fetch_add(1, Relaxed);
+                metrics.succeeded.increment(1);
+                acker.ack().await
+            }
+            Settle::Retry { delay, reason } => {
+                counters.retried.fetch_add(1, Relaxed);
+                metrics.retried.increment(1);
+                warn!(
+                    pipeline = %p.name, message_id = %message.id, attempt = message.attempt,
+                    retry_in_ms = delay.as_millis() as u64, reason = %reason, "job failed; will retry"
+                );
+                acker.retry(*delay).await
+            }
+            Settle::DeadLetter { reason } => {
+                counters.dead_lettered.fetch_add(1, Relaxed);
+                metrics.dead_lettered.increment(1);
+                warn!(
+                    pipeline = %p.name, message_id = %message.id, attempt = message.attempt,
+                    reason = %reason, "job dead-lettered"
+                );
+                acker.dead_letter(reason.clone()).await
+            }
+        };
+        if let Err(e) = settled {
+            counters.settle_errors.fetch_add(1, Relaxed);
+            metrics.settle_errors.increment(1);
+            error!(
                 pipeline = %p.name, message_id = %message.id, attempt = message.attempt,
-                retry_in_ms = delay.as_millis() as u64, reason = %reason, "job failed; will retry"
+                error = %e, "could not settle the message; the source will deliver it again"
             );
-            acker.retry(*delay).await
         }
-        Settle::DeadLetter { reason } => {
-            counters.dead_lettered.fetch_add(1, Relaxed);
-            metrics.dead_lettered.increment(1);
-            warn!(
-                pipeline = %p.name, message_id = %message.id, attempt = message.attempt,
-                reason = %reason, "job dead-lettered"
-            );
-            acker.dead_letter(reason.clone()).await
-        }
+        let took = started.elapsed();
+        metrics.job_duration.record(took);
+        counters.record_latency(took);
     };
-    if let Err(e) = settled {
-        counters.settle_errors.fetch_add(1, Relaxed);
-        metrics.settle_errors.increment(1);
-        error!(
-            pipeline = %p.name, message_id = %message.id, attempt = message.attempt,
-            error = %e, "could not settle the message; the source will deliver it again"
-        );
+    if shutdown.is_requested() {
+        // Shutting down: the pool may cancel this job any moment now, and
+        // a settlement must not be cut in half.
+        let _ = tokio::spawn(settle).await;
+    } else {
+        settle.await;
     }
-    let took = started.elapsed();
-    metrics.job_duration.record(took);
-    counters.record_latency(took);
 }
