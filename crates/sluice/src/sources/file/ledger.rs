@@ -208,6 +208,7 @@ impl Ledger {
         let mut journal = String::new();
         let mut answers = Vec::new();
         let mut wrote_failures = false;
+        let mut stored = Vec::new();
         let mut close = None;
         for ev in batch.drain(..) {
             match ev {
@@ -229,6 +230,7 @@ impl Ledger {
                 } => match self.store_failure(offset, line.as_deref(), attempts, &reason) {
                     Ok(()) => {
                         wrote_failures = true;
+                        stored.push(offset);
                         self.settle(offset, &mut journal);
                         answers.push((done, None));
                     }
@@ -246,6 +248,9 @@ impl Ledger {
         }
         if let Err(e) = &outcome {
             self.broken.get_or_insert_with(|| e.to_string());
+            // Not durably stored: these lines stay unsettled, so no later
+            // snapshot records them as done.
+            self.pending.extend(stored);
         }
         for (done, err) in answers {
             let err = err.or_else(|| self.broken.clone());
