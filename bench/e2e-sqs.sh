@@ -63,11 +63,11 @@ RECEIVER_PID=$!
 wait_port "$PORT"
 
 # The committed example, pointed at this run's queue, bucket and receiver.
-sed -e "s/^concurrency = 700/concurrency = $CONCURRENCY/" -e "s/^pollers = 4/pollers = $POLLERS/" \
+sed -e "s/^concurrency = 700/concurrency = $CONCURRENCY/" \
     -e 's/^rate = .*//' \
     examples/laravel-sqs-s3.toml >"$WORK/bench.toml"
 status=0
-S3_ENDPOINT="http://127.0.0.1:$S3_PORT" SQS_WAIT_SECS=1 SQS_QUEUE_URL="$queue" SQS_DLQ_URL="$queue-dlq" REPORTS_BUCKET="$tag" INGEST_URL="http://127.0.0.1:$PORT" \
+SQS_POLLERS="$POLLERS" S3_ENDPOINT="http://127.0.0.1:$S3_PORT" SQS_WAIT_SECS=1 SQS_QUEUE_URL="$queue" SQS_DLQ_URL="$queue-dlq" REPORTS_BUCKET="$tag" INGEST_URL="http://127.0.0.1:$PORT" \
     NO_COLOR=1 /usr/bin/time -f '%M %U %S %e' -o "$WORK/sluice.time" \
     "$SLUICE" run -c "$WORK/bench.toml" --progress off --stop-when-empty 2>"$WORK/sluice.err" || status=$?
 kill -INT "$RECEIVER_PID"; wait "$RECEIVER_PID" || true; RECEIVER_PID=""
