@@ -6,13 +6,15 @@
 //! Every job is `POST /jobs/<id>`, so the receiver's record says which jobs
 //! were delivered and how often.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::process::{self, Running};
 use sluice::testkit::{Receiver, ReceiverConfig};
 use tempfile::TempDir;
 
@@ -78,20 +80,7 @@ body = '{{"id": {{{{ body.id }}}}}}'
     /// Starts `sluice run`; its stdout and stderr go to `run-<n>.log`.
     fn start(&mut self) -> Running {
         self.runs += 1;
-        let log = self.dir.path().join(format!("run-{}.log", self.runs));
-        let out = File::create(&log).expect("create the log");
-        let err = out.try_clone().expect("clone the log");
-        let child = Command::new(BIN)
-            .args(["run", "--progress", "off", "-c"])
-            .arg(&self.config)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("spawn sluice");
-        Running { child, log }
+        process::start(self.dir.path(), self.runs, &self.config, &[])
     }
 
     /// Runs to the end; asserts exit code 0.
@@ -99,54 +88,6 @@ body = '{{"id": {{{{ body.id }}}}}}'
         let mut run = self.start();
         let status = run.wait(WAIT).await;
         assert_eq!(status.code(), Some(0), "the rerun failed:\n{}", run.log());
-    }
-}
-
-/// A running `sluice run`; killed if the test fails before it exits.
-struct Running {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Running {
-    /// Sends a signal by name (`TERM`, `KILL`) with kill(1).
-    fn signal(&self, name: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .expect("run kill")
-            .success();
-        assert!(ok, "kill -{name} failed");
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits for the process to exit; fails the test after `bound`.
-    async fn wait(&mut self, bound: Duration) -> ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            if started.elapsed() > bound {
-                panic!(
-                    "sluice did not exit within {bound:?}; its log:\n{}",
-                    self.log()
-                );
-            }
-            tokio::time::sleep(ms(10)).await;
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 

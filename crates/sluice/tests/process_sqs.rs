@@ -10,30 +10,27 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
-use common::aws::{create_queue, laravel_job, moto, sqs, unique};
+use common::aws::{REPORT_STEPS, create_queue, laravel_job, moto, sqs, unique};
+use common::process::{self, Running};
 use sluice::testkit::{Receiver, ReceiverConfig};
 use tempfile::TempDir;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 /// The bound on every wait; reaching it fails the test.
 const WAIT: Duration = Duration::from_secs(120);
 /// Jobs per test: moto's operations are O(queue), so keep this modest.
 const JOBS: u64 = 300;
 const CONCURRENCY: u64 = 50;
 
-/// The SQS source (one receive at a time: moto can hand the same message to
-/// two concurrent ReceiveMessage calls, which would read as a duplicate
-/// delivery here); the steps extract the file name, fetch it from S3 and
-/// post it to the receiver.
-const CONFIG: &str = r#"
+/// The SQS source: one receive and one delete batch at a time, because
+/// moto's concurrent receives can hand out one message twice and its
+/// concurrent deletes can bring a deleted message back.
+const SOURCE: &str = r#"
 shutdown_timeout_secs = 10
 [[pipeline]]
 name = "reports"
@@ -50,24 +47,6 @@ secret_access_key = "test"
 wait_time_secs = 1
 pollers = 1
 delete_batches_in_flight = 1
-[[pipeline.step]]
-type = "extract"
-regex = 'report-(?P<id>[^.]+)\.json'
-[[pipeline.step]]
-type = "fetch"
-url = "s3://@BUCKET@/report-{{ id }}.json"
-into = "report"
-decode = "json"
-[pipeline.step.options]
-aws_endpoint = "@MOTO@"
-aws_allow_http = "true"
-aws_region = "us-east-1"
-aws_access_key_id = "test"
-aws_secret_access_key = "test"
-[[pipeline.step]]
-type = "http"
-url = "@URL@/reports/{{ id }}"
-body = '{"id": "{{ id }}", "job": {{ job.displayName | tojson }}, "report": {{ report | tojson }}}'
 "#;
 
 /// A fresh queue (and DLQ) holding [`JOBS`] jobs, a bucket with their
@@ -122,7 +101,7 @@ impl Trial {
 
         let dir = tempfile::tempdir().expect("a temp dir");
         let config = dir.path().join("sluice.toml");
-        let text = CONFIG
+        let text = format!("{SOURCE}{REPORT_STEPS}")
             .replace("@CONCURRENCY@", &CONCURRENCY.to_string())
             .replace("@QUEUE@", &queue)
             .replace("@DLQ@", &dlq)
@@ -145,27 +124,13 @@ impl Trial {
     /// `run-<n>.log`.
     fn start(&mut self, extra: &[&str]) -> Running {
         self.runs += 1;
-        let log = self.dir.path().join(format!("run-{}.log", self.runs));
-        let out = File::create(&log).expect("create the log");
-        let err = out.try_clone().expect("clone the log");
-        let child = Command::new(BIN)
-            .args(["run", "--progress", "off", "-c"])
-            .arg(&self.config)
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("spawn sluice");
-        Running { child, log }
+        process::start(self.dir.path(), self.runs, &self.config, extra)
     }
 
     /// Runs with `--stop-when-empty` to the end; asserts exit code 0.
     async fn run_until_empty(&mut self) {
         let mut run = self.start(&["--stop-when-empty"]);
-        let status = run.wait().await;
+        let status = run.wait(WAIT).await;
         assert_eq!(status.code(), Some(0), "the rerun failed:\n{}", run.log());
     }
 
@@ -221,50 +186,6 @@ impl Trial {
     }
 }
 
-/// A running `sluice run`; killed if the test fails before it exits.
-struct Running {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Running {
-    /// Sends a signal by name (`TERM`, `KILL`) with kill(1).
-    fn signal(&self, name: &str) {
-        let pid = self.child.id().to_string();
-        let kill = Command::new("kill")
-            .args([&format!("-{name}"), &pid])
-            .status();
-        assert!(kill.expect("run kill").success(), "kill -{name} failed");
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits for the process to exit; fails the test after [`WAIT`].
-    async fn wait(&mut self) -> ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            if started.elapsed() > WAIT {
-                panic!("sluice did not exit in {WAIT:?}; its log:\n{}", self.log());
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 /// SIGTERM lets in-flight jobs finish and be deleted, and releases every
 /// message received but not started at once (despite a 600 s visibility
 /// timeout); the rerun delivers the rest, so each job arrives exactly once.
@@ -276,7 +197,7 @@ async fn sigterm_mid_run_loses_nothing_and_duplicates_nothing() {
     trial.wait_for_accepted(60).await;
     run.signal("TERM");
     let took = Instant::now();
-    let status = run.wait().await;
+    let status = run.wait(WAIT).await;
     let first = trial.rx.accepted();
     let (visible, in_flight) = trial.counts().await;
     let log = run.log();
@@ -314,7 +235,7 @@ async fn kill_9_and_restart_delivers_everything_with_bounded_duplicates() {
     let mut run = trial.start(&[]);
     trial.wait_for_accepted(100).await;
     run.signal("KILL");
-    let status = run.wait().await;
+    let status = run.wait(WAIT).await;
     let first = trial.rx.accepted();
     assert_eq!(status.signal(), Some(9), "not killed:\n{}", run.log());
     assert!(first < JOBS, "the run ended before kill -9 stopped it");

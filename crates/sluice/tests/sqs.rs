@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
-use common::aws::{bucket, counts, create_queue, drain, laravel_job, moto, send, sqs, unique};
+use common::aws::{
+    REPORT_STEPS, bucket, counts, create_queue, drain, laravel_job, moto, send, sqs, unique,
+};
 use sluice::config;
 use sluice::runtime::{self, Progress, RunOptions, RunReport, Shutdown};
 use sluice::testkit::{Receiver, ReceiverConfig};
@@ -61,27 +63,6 @@ wait_time_secs = 1
 
 /// For the exactly-once assertions (see the module docs).
 const ONE_POLLER: &str = "pollers = 1\ndelete_batches_in_flight = 1";
-
-const REPORT_STEPS: &str = r#"
-[[pipeline.step]]
-type = "extract"
-regex = 'report-(?P<id>[^.]+)\.json'
-[[pipeline.step]]
-type = "fetch"
-url = "s3://@BUCKET@/report-{{ id }}.json"
-into = "report"
-decode = "json"
-[pipeline.step.options]
-aws_endpoint = "@MOTO@"
-aws_allow_http = "true"
-aws_region = "us-east-1"
-aws_access_key_id = "test"
-aws_secret_access_key = "test"
-[[pipeline.step]]
-type = "http"
-url = "@URL@/reports/{{ id }}"
-body = '{"id": "{{ id }}", "job": {{ job.displayName | tojson }}, "report": {{ report | tojson }}}'
-"#;
 
 async fn env(receiver: ReceiverConfig, visibility_secs: u32, fifo: bool) -> Env {
     let client = sqs().await;

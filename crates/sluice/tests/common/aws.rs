@@ -143,3 +143,26 @@ pub fn laravel_job(id: &str, max_tries: u32, backoff: &str) -> String {
     })
     .to_string()
 }
+
+/// extract -> fetch from the emulator's S3 -> POST to the receiver, with
+/// `@MOTO@`, `@BUCKET@` and `@URL@` to fill in.
+pub const REPORT_STEPS: &str = r#"
+[[pipeline.step]]
+type = "extract"
+regex = 'report-(?P<id>[^.]+)\.json'
+[[pipeline.step]]
+type = "fetch"
+url = "s3://@BUCKET@/report-{{ id }}.json"
+into = "report"
+decode = "json"
+[pipeline.step.options]
+aws_endpoint = "@MOTO@"
+aws_allow_http = "true"
+aws_region = "us-east-1"
+aws_access_key_id = "test"
+aws_secret_access_key = "test"
+[[pipeline.step]]
+type = "http"
+url = "@URL@/reports/{{ id }}"
+body = '{"id": "{{ id }}", "job": {{ job.displayName | tojson }}, "report": {{ report | tojson }}}'
+"#;

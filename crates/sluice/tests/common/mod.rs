@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod aws;
+pub mod process;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,0 +1,77 @@
+//! Runs the real `sluice` binary as a child process, for tests of signals,
+//! `kill -9` and exit codes.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+
+/// A `sluice run` in progress; killed if the test ends first.
+pub struct Running {
+    child: Child,
+    log: PathBuf,
+}
+
+/// Starts `sluice run -c config` (plus `extra` arguments), its stdout and
+/// stderr going to `dir/run-<n>.log`.
+pub fn start(dir: &Path, n: usize, config: &Path, extra: &[&str]) -> Running {
+    let log = dir.join(format!("run-{n}.log"));
+    let out = File::create(&log).expect("create the log");
+    let err = out.try_clone().expect("clone the log");
+    let child = Command::new(BIN)
+        .args(["run", "--progress", "off", "-c"])
+        .arg(config)
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("spawn sluice");
+    Running { child, log }
+}
+
+impl Running {
+    /// Sends a signal by name (`TERM`, `KILL`) with kill(1): the workspace
+    /// forbids the unsafe code a direct kill(2) needs.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        let kill = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status();
+        assert!(kill.expect("run kill").success(), "kill -{name} failed");
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit; fails the test after `bound`.
+    pub async fn wait(&mut self, bound: Duration) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if started.elapsed() > bound {
+                panic!(
+                    "sluice did not exit within {bound:?}; its log:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
