@@ -25,3 +25,15 @@ pub mod steps;
 pub mod telemetry;
 pub mod template;
 pub mod testkit;
+
+/// An error and its sources on one line (`a: b: c`), for reasons and logs.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}

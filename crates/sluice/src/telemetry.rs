@@ -10,6 +10,7 @@
 //! | `sluice_step_duration_seconds` | histogram | `pipeline`, `step` (`1:extract`...) |
 //! | `sluice_settle_errors_total` | counter | `pipeline` |
 //! | `sluice_received_total` | counter | `pipeline` |
+//! | `sluice_sqs_requests_total` | counter | `queue`, `op` = `receive` \| `empty_receive` \| `delete` \| `visibility` \| `send` |
 
 use metrics::{
     Counter, Gauge, Histogram, counter, describe_counter, describe_gauge, describe_histogram,
@@ -22,6 +23,7 @@ pub const JOB_DURATION: &str = "sluice_job_duration_seconds";
 pub const STEP_DURATION: &str = "sluice_step_duration_seconds";
 pub const SETTLE_ERRORS: &str = "sluice_settle_errors_total";
 pub const RECEIVED: &str = "sluice_received_total";
+pub const SQS_REQUESTS: &str = "sluice_sqs_requests_total";
 
 /// Registers the descriptions of every metric with the installed recorder.
 pub fn describe() {
@@ -42,6 +44,10 @@ pub fn describe() {
         "Acks, retries, dead letters or releases the source refused."
     );
     describe_counter!(RECEIVED, "Messages received from the source.");
+    describe_counter!(
+        SQS_REQUESTS,
+        "SQS API calls, by kind; empty_receive counts receives that returned nothing."
+    );
 }
 
 /// One pipeline's metric handles, made once so a job costs no lookups.

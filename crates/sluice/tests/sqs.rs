@@ -447,3 +447,54 @@ async fn stopping_mid_run_releases_the_rest_at_once() {
     assert_eq!(total, n, "none twice");
     assert_eq!(counts(&client, &e.queue).await, (0, 0));
 }
+
+/// An idle queue shows in the metrics as empty receives; `--stop-when-empty`
+/// ends the run on it.
+#[test]
+fn empty_receives_are_counted_and_stop_when_empty_ends_the_run() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // A current-thread runtime keeps every task on this thread, where the
+    // local recorder is installed.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = metrics::with_local_recorder(&recorder, || {
+        rt.block_on(async {
+            let e = env(ReceiverConfig::default(), 30, false).await;
+            let loaded = config::parse("idle.toml", &e.config(10, "", REPORT_STEPS), |_| None)
+                .unwrap_or_else(|err| panic!("{err}"));
+            let run = runtime::run(
+                &loaded,
+                RunOptions {
+                    shutdown: Shutdown::new(),
+                    progress: Progress::Off,
+                    stop_when_empty: true,
+                },
+            );
+            tokio::time::timeout(Duration::from_secs(60), run)
+                .await
+                .expect("an empty queue ends a --stop-when-empty run")
+                .unwrap()
+        })
+    });
+    assert_eq!(report.pipelines[0].received, 0);
+    let empty: u64 = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(k, ..)| {
+            k.key().name() == "sluice_sqs_requests_total"
+                && k.key()
+                    .labels()
+                    .any(|l| l.key() == "op" && l.value() == "empty_receive")
+        })
+        .map(|(.., v)| match v {
+            DebugValue::Counter(n) => n,
+            _ => 0,
+        })
+        .sum();
+    assert!(empty >= 1, "empty receives counted: {empty}");
+}

@@ -258,7 +258,7 @@ impl SqsSource {
         let wait = self.wait_time_secs;
         let visibility = shared.visibility.as_secs().clamp(1, 43_200) as i32;
         Box::pin(async move {
-            shared.requests.receive.fetch_add(1, Relaxed);
+            shared.requests.receive.add();
             let r = shared
                 .client
                 .receive_message()
@@ -403,7 +403,7 @@ impl SqsSource {
                     self.asked -= n;
                     let msgs = r?;
                     if msgs.is_empty() {
-                        self.shared.requests.empty_receive.fetch_add(1, Relaxed);
+                        self.shared.requests.empty_receive.add();
                         self.active_pollers = 1;
                         if self.stop_when_empty && self.is_idle() {
                             return Ok(Received::End);
@@ -473,11 +473,11 @@ impl Source for SqsSource {
             let r = &self.shared.requests;
             tracing::info!(
                 queue = %self.shared.queue_url,
-                receive = r.receive.load(Relaxed),
-                empty_receive = r.empty_receive.load(Relaxed),
-                delete = r.delete.load(Relaxed),
-                visibility = r.visibility.load(Relaxed),
-                send = r.send.load(Relaxed),
+                receive = r.receive.get(),
+                empty_receive = r.empty_receive.get(),
+                delete = r.delete.get(),
+                visibility = r.visibility.get(),
+                send = r.send.get(),
                 "sqs requests"
             );
             released

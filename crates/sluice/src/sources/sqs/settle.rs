@@ -27,14 +27,51 @@ pub enum DeadLetters {
     Redrive,
 }
 
-/// Request counts, for the requests-per-message figure.
-#[derive(Debug, Default)]
+/// SQS calls by kind: `sluice_sqs_requests_total{queue, op}` through the
+/// metrics facade, and a local count for the log line at close (the
+/// requests-per-message figure). `empty_receive` counts the receives that
+/// came back empty, on top of `receive`.
+#[derive(Debug)]
 pub struct Requests {
-    pub receive: AtomicU64,
-    pub empty_receive: AtomicU64,
-    pub delete: AtomicU64,
-    pub visibility: AtomicU64,
-    pub send: AtomicU64,
+    pub receive: Tally,
+    pub empty_receive: Tally,
+    pub delete: Tally,
+    pub visibility: Tally,
+    pub send: Tally,
+}
+
+impl Requests {
+    fn new(queue_url: &str) -> Requests {
+        let tally = |op: &'static str| Tally {
+            n: AtomicU64::new(0),
+            metric: metrics::counter!(crate::telemetry::SQS_REQUESTS, "queue" => queue_url.to_owned(), "op" => op),
+        };
+        Requests {
+            receive: tally("receive"),
+            empty_receive: tally("empty_receive"),
+            delete: tally("delete"),
+            visibility: tally("visibility"),
+            send: tally("send"),
+        }
+    }
+}
+
+/// One kind of request, counted twice.
+#[derive(Debug)]
+pub struct Tally {
+    n: AtomicU64,
+    metric: metrics::Counter,
+}
+
+impl Tally {
+    pub fn add(&self) {
+        self.n.fetch_add(1, Relaxed);
+        self.metric.increment(1);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.n.load(Relaxed)
+    }
 }
 
 /// A message's lease, keyed by its receipt handle (unique per receive, so
@@ -86,12 +123,13 @@ impl Shared {
         delete_batches_in_flight: usize,
     ) -> (Arc<Shared>, mpsc::UnboundedReceiver<PendingDelete>) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let requests = Requests::new(&queue_url);
         let shared = Arc::new(Shared {
             client,
             queue_url,
             visibility,
             dead_letters,
-            requests: Requests::default(),
+            requests,
             delete_batches_in_flight,
             out: AtomicUsize::new(0),
             leases: Mutex::default(),
@@ -161,7 +199,7 @@ impl Shared {
         if entries.is_empty() {
             return Ok(());
         }
-        self.requests.visibility.fetch_add(1, Relaxed);
+        self.requests.visibility.add();
         let out = self
             .client
             .change_message_visibility_batch()
@@ -188,7 +226,7 @@ impl Shared {
     }
 
     async fn change_one(&self, receipt: &str, secs: i32) -> Result<(), SourceError> {
-        self.requests.visibility.fetch_add(1, Relaxed);
+        self.requests.visibility.add();
         self.client
             .change_message_visibility()
             .queue_url(&self.queue_url)
@@ -301,7 +339,7 @@ async fn delete_batch(shared: Arc<Shared>, batch: Vec<PendingDelete>) {
                 .expect("id and receipt are set")
         })
         .collect();
-    shared.requests.delete.fetch_add(1, Relaxed);
+    shared.requests.delete.add();
     let sent = shared
         .client
         .delete_message_batch()
@@ -329,7 +367,7 @@ async fn delete_batch(shared: Arc<Shared>, batch: Vec<PendingDelete>) {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
             }
-            shared.requests.delete.fetch_add(1, Relaxed);
+            shared.requests.delete.add();
             match shared
                 .client
                 .delete_message()
@@ -421,7 +459,7 @@ impl SqsAcker {
                 send = send.message_group_id(g).message_deduplication_id(&self.id);
             }
         }
-        self.shared.requests.send.fetch_add(1, Relaxed);
+        self.shared.requests.send.add();
         send.send().await.map(|_| ()).map_err(|e| {
             SourceError::Transient(format!(
                 "sending to the dead-letter queue failed: {}",
@@ -522,12 +560,5 @@ fn truncate(s: &str, max: usize) -> String {
 
 /// An SDK error with its service message, without debug noise.
 pub fn describe<E: std::error::Error + 'static>(e: &aws_sdk_sqs::error::SdkError<E>) -> String {
-    use std::error::Error as _;
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(&format!(": {x}"));
-        src = x.source();
-    }
-    s
+    crate::error_chain(e)
 }

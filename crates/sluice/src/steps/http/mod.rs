@@ -458,13 +458,11 @@ impl Http {
         } else {
             // Connection refused or reset, a broken body: the server may
             // well answer next time.
-            let mut msg = format!("http: {} {shown} failed: {e}", self.method);
-            let mut src = std::error::Error::source(e);
-            while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
-                src = s.source();
-            }
-            JobError::retry(msg)
+            JobError::retry(format!(
+                "http: {} {shown} failed: {}",
+                self.method,
+                crate::error_chain(e)
+            ))
         }
     }
 }
