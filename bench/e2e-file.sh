@@ -8,6 +8,7 @@
 # JOBS=20000 bench/e2e-file.sh for a quicker look.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 JOBS="${JOBS:-200000}"
 CONCURRENCY="${CONCURRENCY:-1000}"
@@ -33,15 +34,10 @@ trap cleanup EXIT
 
 # Port 0 lets the kernel pick a free port; the tiny race before the receiver
 # binds it is acceptable for a bench.
-PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+PORT="$(free_port)"
 "$SLUICE" receiver --listen "127.0.0.1:$PORT" --latency-ms "$LATENCY_MS" >"$WORK/receiver.log" 2>&1 &
 RECEIVER_PID=$!
-for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
-    kill -0 "$RECEIVER_PID" 2>/dev/null || { cat "$WORK/receiver.log" >&2; exit 1; }
-    sleep 0.05
-done
-(exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null || { echo "receiver not listening on $PORT after 5 s" >&2; exit 1; }
+wait_port "$PORT" "$RECEIVER_PID" || { cat "$WORK/receiver.log" >&2; exit 1; }
 
 # Receiver CPU seconds so far: shows whether it, not the client, is the limit.
 TICKS="$(getconf CLK_TCK)"

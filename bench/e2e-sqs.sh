@@ -12,6 +12,7 @@
 # emulator serves SQS alone on both sides.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 N="${N:-1000}"
 POLLERS="${POLLERS:-4}"
@@ -38,8 +39,6 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.05; done; echo "nothing on port $1" >&2; exit 1; }
 
 # Fresh, uniquely named queues and bucket for each side: moto slows as a
 # queue grows, so both start from the same N.
@@ -53,14 +52,14 @@ done
 S3_PORT="$(free_port)"
 "$S3S" --host 127.0.0.1 --port "$S3_PORT" --access-key test --secret-key test "$WORK/s3" >"$WORK/s3s.log" 2>&1 &
 S3S_PID=$!
-wait_port "$S3_PORT"
+wait_port "$S3_PORT" "$S3S_PID"
 
 "$BASELINE" "$ENDPOINT" "$base_queue" "$POLLERS" | tee "$WORK/baseline.out"
 
 PORT="$(free_port)"
 "$SLUICE" receiver --listen "127.0.0.1:$PORT" --latency-ms 20 >"$WORK/receiver.log" 2>&1 &
 RECEIVER_PID=$!
-wait_port "$PORT"
+wait_port "$PORT" "$RECEIVER_PID"
 
 # The committed example, pointed at this run's queue, bucket and receiver.
 sed -e "s/^concurrency = 700/concurrency = $CONCURRENCY/" \
