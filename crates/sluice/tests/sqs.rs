@@ -105,16 +105,29 @@ async fn run_until(text: &str, done: impl std::future::Future<Output = ()>) -> R
 }
 
 /// Waits until `url` holds nothing, visible or in flight.
+/// Fails the test if that takes over a minute.
 async fn until_empty(client: &Client, url: &str) {
-    loop {
-        if counts(client, url).await == (0, 0) {
-            return;
+    let empty = async {
+        loop {
+            let now = counts(client, url).await;
+            if now == (0, 0) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    if tokio::time::timeout(Duration::from_secs(60), empty)
+        .await
+        .is_err()
+    {
+        panic!(
+            "{url} still holds {:?} (visible, in flight) after a minute",
+            counts(client, url).await
+        );
     }
 }
 
-/// The motivating job, end to end, for 2,000 messages at concurrency 200.
+/// The motivating job, end to end, for 1,000 messages at concurrency 200.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn laravel_jobs_from_sqs_through_s3_to_http() {
     let e = env(
