@@ -80,3 +80,35 @@ impl<T> fmt::Display for TrySubmitError<T> {
 }
 
 impl<T> std::error::Error for TrySubmitError<T> {}
+
+/// The pool is closed: no place can be reserved or slot taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Closed;
+
+impl fmt::Display for Closed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the pool is closed")
+    }
+}
+
+impl std::error::Error for Closed {}
+
+/// [`try_reserve`](crate::Pool::try_reserve) found no place now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TryReserveError {
+    /// Every place is taken (running, waiting or reserved).
+    Full,
+    /// The pool is closed.
+    Closed,
+}
+
+impl fmt::Display for TryReserveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TryReserveError::Full => f.write_str("every place in the pool is taken"),
+            TryReserveError::Closed => f.write_str("the pool is closed"),
+        }
+    }
+}
+
+impl std::error::Error for TryReserveError {}

@@ -7,6 +7,8 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 
+use tokio::sync::Notify;
+
 use crate::queue::Queued;
 use crate::rate::{Pacer, Rate};
 
@@ -138,6 +140,9 @@ pub(crate) struct KeyState {
     pub(crate) in_ready: bool,
     /// A timer will hand this key a turn when its pace allows.
     pub(crate) timer_armed: bool,
+    /// Callers waiting in `acquire` for this key, woken one per settlement.
+    pub(crate) acquirers: usize,
+    pub(crate) wake: Option<Arc<Notify>>,
 }
 
 impl KeyState {
@@ -149,12 +154,15 @@ impl KeyState {
             waiting: VecDeque::new(),
             in_ready: false,
             timer_armed: false,
+            acquirers: 0,
+            wake: None,
         }
     }
 
     /// True when dropping this state would change nothing a later task sees.
     pub(crate) fn is_forgettable(&self, now: tokio::time::Instant) -> bool {
         self.active == 0
+            && self.acquirers == 0
             && self.waiting.is_empty()
             && !self.in_ready
             && !self.timer_armed

@@ -20,6 +20,12 @@
 //! - **Per-key limits** ([`Pool::key`], [`KeyLimit`]): a concurrency cap and
 //!   optional rate per key, under the global limit. Keys appear on demand and
 //!   are forgotten when idle, so millions of keys over time cost nothing.
+//! - **Reserve, then submit** ([`Pool::reserve`], [`Permit`]): take places
+//!   before the tasks exist (a consumer asks its broker for exactly as many
+//!   messages as it has places), then spend them without waiting.
+//! - **Inline slots** ([`Keyed::acquire`], [`Slot`]): hold a slot of the
+//!   pool and of a key, under its limits and pace, while running the work in
+//!   your own task, with nothing spawned.
 //! - **Groups** ([`Pool::group`]): wait for just your batch.
 //! - **Shutdown**: [`Pool::close`], [`Pool::join`] (drain everything), and
 //!   [`Pool::shutdown`] with a deadline, which cancels what still runs and
@@ -83,23 +89,27 @@ mod event;
 mod group;
 mod handle;
 mod key;
+mod permit;
 mod pool;
 mod queue;
 mod rate;
 mod shared;
 mod shutdown;
+mod slot;
 mod state;
 mod stats;
 mod task;
 mod worker;
 
 pub use builder::{Builder, DEFAULT_CONCURRENCY};
-pub use error::{SubmitError, TrySubmitError};
+pub use error::{Closed, SubmitError, TryReserveError, TrySubmitError};
 pub use event::{TaskEvent, TaskOutcome};
 pub use group::{Group, GroupKeyed};
 pub use handle::{TaskError, TaskHandle};
 pub use key::{Key, KeyLimit};
+pub use permit::Permit;
 pub use pool::{Keyed, Pool};
 pub use rate::Rate;
 pub use shutdown::{RunUnstarted, ShutdownReport, Unstarted};
+pub use slot::Slot;
 pub use stats::{Histogram, Stats};

@@ -9,12 +9,14 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::builder::Builder;
-use crate::error::{SubmitError, TrySubmitError};
+use crate::error::{Closed, SubmitError, TryReserveError, TrySubmitError};
 use crate::group::{Group, GroupGuard, GroupInner};
 use crate::handle::TaskHandle;
 use crate::key::Key;
+use crate::permit::Permit;
 use crate::shared::Shared;
 use crate::shutdown::{ShutdownReport, Unstarted};
+use crate::slot::Slot;
 use crate::state::Refusal;
 use crate::stats::Stats;
 use crate::task::{Detached, Reply, Task, downcast};
@@ -124,6 +126,35 @@ impl Pool {
         T::Output: Send + 'static,
     {
         self.via().try_execute(task)
+    }
+
+    /// Reserves a place for a task not made yet, waiting for one; spending
+    /// the [`Permit`] never waits. Cancel-safe: dropped while waiting, it
+    /// reserves nothing. Fails only once the pool is closed.
+    pub async fn reserve(&self) -> Result<Permit, Closed> {
+        match self.shared.reserve().await {
+            Ok(()) => Ok(Permit::new(self.shared.clone())),
+            Err(_) => Err(Closed),
+        }
+    }
+
+    /// Reserves a place if one is free now.
+    pub fn try_reserve(&self) -> Result<Permit, TryReserveError> {
+        match self.shared.try_reserve() {
+            Ok(()) => Ok(Permit::new(self.shared.clone())),
+            Err(Refusal::Full) => Err(TryReserveError::Full),
+            Err(Refusal::Closed) => Err(TryReserveError::Closed),
+        }
+    }
+
+    /// Takes a running slot for work you run inline, in your own task,
+    /// waiting for one; the [`Slot`] gives it back when dropped. See
+    /// [`Keyed::acquire`] for the same under a key's limits.
+    pub async fn acquire(&self) -> Result<Slot, Closed> {
+        match self.shared.acquire(None).await {
+            Ok(()) => Ok(Slot::new(self.shared.clone(), None)),
+            Err(_) => Err(Closed),
+        }
     }
 
     /// Submit under a [`Key`]'s limit (see [`Builder::per_key`]), e.g. the
@@ -297,6 +328,20 @@ impl<'a> Keyed<'a> {
     {
         let via = self.via();
         async move { via.execute(task).await }
+    }
+
+    /// Takes a running slot under this key's limits (concurrency and pace)
+    /// for work you run inline, waiting for one: nothing is spawned. Waiters
+    /// for a key are woken one per settlement of that key.
+    pub fn acquire(&self) -> impl Future<Output = Result<Slot, Closed>> + Send + use<'a> {
+        let pool: &'a Pool = self.pool;
+        let key = self.key.clone();
+        async move {
+            match pool.shared.acquire(Some(&key)).await {
+                Ok(()) => Ok(Slot::new(pool.shared.clone(), Some(key))),
+                Err(_) => Err(Closed),
+            }
+        }
     }
 
     /// Like [`Pool::try_execute`], under this key.

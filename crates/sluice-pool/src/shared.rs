@@ -12,7 +12,7 @@ use crate::event::{Hook, TaskEvent};
 use crate::key::Key;
 use crate::queue::Queued;
 use crate::shutdown::{ShutdownReport, Unstarted};
-use crate::state::{Refusal, Spawns, State};
+use crate::state::{Acquire, Refusal, Spawns, State};
 use crate::stats::Stats;
 use crate::task::BoxTask;
 use crate::worker::{Started, Worker};
@@ -26,6 +26,9 @@ pub(crate) struct Shared {
     idle: Notify,
     /// Submitters blocked in `submit`; completions skip the notify when zero.
     waiting_submitters: AtomicUsize,
+    /// Callers waiting in `reserve`: completions wake them whenever a place
+    /// frees, not only when the queue has drained to half.
+    waiting_reservers: AtomicUsize,
     /// Of those, submitters of keyed tasks: they may need a specific key's
     /// slot, so they are all woken rather than one.
     waiting_keyed: AtomicUsize,
@@ -45,6 +48,7 @@ impl Shared {
             idle: Notify::new(),
             waiting_submitters: AtomicUsize::new(0),
             waiting_keyed: AtomicUsize::new(0),
+            waiting_reservers: AtomicUsize::new(0),
             cancel: AtomicBool::new(false),
             handles: AtomicUsize::new(1),
             on_task_end,
@@ -130,6 +134,111 @@ impl Shared {
         }
     }
 
+    /// Takes a place for a permit if one is free now.
+    pub(crate) fn try_reserve(self: &Arc<Self>) -> Result<(), Refusal> {
+        self.with(State::reserve)
+    }
+
+    /// Takes a place for a permit, waiting for one; refuses only when closed.
+    pub(crate) async fn reserve(self: &Arc<Self>) -> Result<(), Refusal> {
+        match self.try_reserve() {
+            Err(Refusal::Full) => {}
+            r => return r,
+        }
+        let _waiting = WaitingSubmitter::new(self, false);
+        self.waiting_reservers.fetch_add(1, Ordering::SeqCst);
+        let _reserver = Decrement(&self.waiting_reservers);
+        loop {
+            let space = self.space.notified();
+            let mut space = std::pin::pin!(space);
+            space.as_mut().enable();
+            match self.try_reserve() {
+                Err(Refusal::Full) => {}
+                r => return r,
+            }
+            space.await;
+        }
+    }
+
+    /// An unspent permit gives its place back.
+    pub(crate) fn unreserve(self: &Arc<Self>) {
+        self.with(State::unreserve);
+        self.signal_space();
+    }
+
+    /// Spends a permit on `task`.
+    pub(crate) fn admit_reserved(
+        self: &Arc<Self>,
+        key: Option<Key>,
+        task: BoxTask,
+    ) -> Result<(), BoxTask> {
+        let q = Queued {
+            task,
+            key,
+            queued_at: Instant::now(),
+        };
+        self.with(|st| st.admit_reserved(q))
+            .map_err(|(q, _)| q.task)
+    }
+
+    /// Takes a running slot for inline work, waiting for one (and for the
+    /// key's limits); refuses only when closed.
+    pub(crate) async fn acquire(self: &Arc<Self>, key: Option<&Key>) -> Result<(), Refusal> {
+        let mut waiting = None;
+        let mut on_key = KeyWait {
+            shared: self,
+            key,
+            registered: false,
+        };
+        loop {
+            let space = self.space.notified();
+            let mut space = std::pin::pin!(space);
+            space.as_mut().enable();
+            let returning = std::mem::take(&mut on_key.registered);
+            match self.with(|st| st.try_acquire(key, returning)) {
+                Ok(()) => return Ok(()),
+                Err(Acquire::Closed) => return Err(Refusal::Closed),
+                Err(Acquire::Busy) => {
+                    waiting.get_or_insert_with(|| WaitingSubmitter::new(self, false));
+                    space.await;
+                }
+                Err(Acquire::KeyBusy(wake)) => {
+                    // Woken one at a time by the key's settlements; a wake
+                    // that reaches a dropped waiter passes to the next.
+                    on_key.registered = true;
+                    wake.notified().await;
+                }
+                Err(Acquire::PacedUntil(at)) => {
+                    waiting.get_or_insert_with(|| WaitingSubmitter::new(self, false));
+                    // Whichever comes first: the pace allows a start, or a
+                    // settlement frees something.
+                    let sleep = tokio::time::sleep_until(at);
+                    let mut sleep = std::pin::pin!(sleep);
+                    std::future::poll_fn(|cx| {
+                        use std::future::Future;
+                        if sleep.as_mut().poll(cx).is_ready() || space.as_mut().poll(cx).is_ready()
+                        {
+                            std::task::Poll::Ready(())
+                        } else {
+                            std::task::Poll::Pending
+                        }
+                    })
+                    .await;
+                }
+            }
+        }
+    }
+
+    /// A slot taken by `acquire` at `started` is given back.
+    pub(crate) fn release_acquired(self: &Arc<Self>, key: Option<&Key>, started: Instant) {
+        let idle = self.with(|st| {
+            st.release_acquired(key, started);
+            st.is_idle()
+        });
+        self.signal_space();
+        self.signal_idle(idle);
+    }
+
     /// Wakes blocked submitters, if any, after room may have appeared.
     pub(crate) fn signal_space(&self) {
         if self.waiting_submitters.load(Ordering::SeqCst) > 0 {
@@ -168,9 +277,10 @@ impl Shared {
         started_at: Instant,
         ended: Instant,
     ) -> (Option<Started>, bool) {
+        let reservers = self.waiting_reservers.load(Ordering::SeqCst) > 0;
         self.with(|st| {
             let next = st.finish(key, panicked, started_at, ended);
-            (next, st.wants_submissions())
+            (next, st.wants_submissions() || (reservers && st.has_room()))
         })
     }
 
@@ -308,6 +418,30 @@ impl Drop for WaitingSubmitter<'_> {
             .fetch_sub(1, Ordering::SeqCst);
         if self.keyed {
             self.shared.waiting_keyed.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Decrements a waiter count when the waiter goes, even mid-wait.
+struct Decrement<'a>(&'a AtomicUsize);
+
+impl Drop for Decrement<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A caller counted among a key's acquirers; uncounted if it goes mid-wait.
+struct KeyWait<'a> {
+    shared: &'a Arc<Shared>,
+    key: Option<&'a Key>,
+    registered: bool,
+}
+
+impl Drop for KeyWait<'_> {
+    fn drop(&mut self) {
+        if self.registered {
+            self.shared.with(|st| st.stop_waiting(self.key));
         }
     }
 }

@@ -40,6 +40,19 @@ pub(crate) enum Refusal {
     Closed,
 }
 
+/// Why a [`Slot`](crate::Slot) cannot be taken now.
+#[derive(Debug)]
+pub(crate) enum Acquire {
+    Closed,
+    /// No slot free: wait for a settlement.
+    Busy,
+    /// The key is at its limit: wait on its wake (the caller is counted
+    /// among its acquirers until it calls back with `returning`).
+    KeyBusy(Arc<tokio::sync::Notify>),
+    /// The key's pace allows the next start at this time.
+    PacedUntil(tokio::time::Instant),
+}
+
 /// A worker to spawn once the lock is released.
 pub(crate) struct WorkerSpec {
     pub(crate) id: usize,
@@ -77,6 +90,8 @@ pub(crate) struct State {
     /// that have not popped yet (`pending_pops`).
     running: usize,
     pending_pops: usize,
+    /// Places held by unspent [`Permit`](crate::Permit)s.
+    reserved: usize,
     /// Tasks admitted and not handed to a worker: in `ready` or in a key's
     /// waiting list.
     queued: usize,
@@ -111,6 +126,7 @@ impl State {
             queue_capacity,
             running: 0,
             pending_pops: 0,
+            reserved: 0,
             queued: 0,
             closed: false,
             ready: VecDeque::new(),
@@ -150,6 +166,141 @@ impl State {
         self.workers.iter().map(|(_, ctl)| ctl)
     }
 
+    /// Places taken: slots in use, tasks waiting, permits unspent.
+    fn occupied(&self) -> usize {
+        self.running + self.queued.saturating_sub(self.pending_pops) + self.reserved
+    }
+
+    /// Whether a place is free for one more task, reserved or not.
+    pub(crate) fn has_room(&self) -> bool {
+        self.occupied() < self.capacity + self.queue_capacity
+    }
+
+    /// Takes a place for a [`Permit`](crate::Permit).
+    pub(crate) fn reserve(&mut self) -> Result<(), Refusal> {
+        if self.closed {
+            return Err(Refusal::Closed);
+        }
+        if !self.has_room() {
+            return Err(Refusal::Full);
+        }
+        self.reserved += 1;
+        Ok(())
+    }
+
+    /// Gives back an unspent permit's place.
+    pub(crate) fn unreserve(&mut self) {
+        self.reserved -= 1;
+    }
+
+    /// Admits a task into the place a permit reserved: it starts at once if
+    /// it may, else waits in the queue whatever the queue's room.
+    pub(crate) fn admit_reserved(&mut self, q: Queued) -> Result<(), (Queued, Refusal)> {
+        self.reserved -= 1;
+        if self.closed {
+            self.counters.rejected += 1;
+            return Err((q, Refusal::Closed));
+        }
+        self.counters.submitted += 1;
+        let slot_free = self.running < self.capacity;
+        let Some(key) = q.key.clone() else {
+            if slot_free {
+                self.running += 1;
+                let now = q.queued_at;
+                let started = self.hand_over(q, now);
+                self.spawn_worker(Some(started));
+            } else {
+                self.queued += 1;
+                self.ready.push_back(Entry::Task(q));
+                self.fill_slots();
+            }
+            return Ok(());
+        };
+        let ks = self.key_state(&key);
+        let may_start = ks.waiting.is_empty() && !ks.in_ready && ks.active < ks.concurrency;
+        if slot_free && may_start {
+            let paced_ok = match ks.pacer.as_mut() {
+                None => true,
+                Some(p) => p.try_start(tokio::time::Instant::now()).is_ok(),
+            };
+            if paced_ok {
+                ks.active += 1;
+                self.running += 1;
+                let now = q.queued_at;
+                let started = self.hand_over(q, now);
+                self.spawn_worker(Some(started));
+                return Ok(());
+            }
+        }
+        ks.waiting.push_back(q);
+        self.queued += 1;
+        self.schedule_key(&key);
+        Ok(())
+    }
+
+    /// Takes a running slot for work the caller runs inline (a
+    /// [`Slot`](crate::Slot)), under `key`'s limits if any. `returning`: the
+    /// caller was waiting on the key's wake and is back.
+    pub(crate) fn try_acquire(
+        &mut self,
+        key: Option<&Key>,
+        returning: bool,
+    ) -> Result<(), Acquire> {
+        if returning {
+            self.stop_waiting(key);
+        }
+        if self.closed {
+            return Err(Acquire::Closed);
+        }
+        if let Some(key) = key {
+            let ks = self.key_state(key);
+            if !ks.waiting.is_empty() || ks.in_ready || ks.active >= ks.concurrency {
+                ks.acquirers += 1;
+                let wake = ks.wake.get_or_insert_with(Default::default).clone();
+                return Err(Acquire::KeyBusy(wake));
+            }
+        }
+        if self.running >= self.capacity || !self.has_room() {
+            if let Some(key) = key {
+                self.forget_key_if_idle(key);
+            }
+            return Err(Acquire::Busy);
+        }
+        if let Some(key) = key {
+            let ks = self.key_state(key);
+            if let Some(p) = ks.pacer.as_mut() {
+                p.try_start(tokio::time::Instant::now())
+                    .map_err(Acquire::PacedUntil)?;
+            }
+            ks.active += 1;
+        }
+        self.counters.submitted += 1;
+        self.running += 1;
+        Ok(())
+    }
+
+    /// A caller waiting on `key`'s wake is back (or gone).
+    pub(crate) fn stop_waiting(&mut self, key: Option<&Key>) {
+        if let Some(ks) = key.and_then(|k| self.keys.get_mut(k)) {
+            ks.acquirers -= 1;
+        }
+        if let Some(key) = key {
+            self.forget_key_if_idle(key);
+        }
+    }
+
+    /// A [`Slot`](crate::Slot) taken at `started` was dropped.
+    pub(crate) fn release_acquired(&mut self, key: Option<&Key>, started: Instant) {
+        self.counters.completed += 1;
+        self.run_time
+            .record(Instant::now().saturating_duration_since(started));
+        if let Some(key) = key {
+            self.settle_key(key);
+        }
+        self.running -= 1;
+        self.fill_slots();
+    }
+
     /// Admits a task: straight to a new worker when a slot is free and the
     /// task may start, else into the queue when it has room.
     /// `waits`: the caller will wait and retry on `Full`, so that refusal is
@@ -158,6 +309,11 @@ impl State {
         if self.closed {
             self.counters.rejected += 1;
             return Err((q, Refusal::Closed));
+        }
+        if self.reserved > 0 && !self.has_room() {
+            // The only room left is held by permits.
+            self.count_full(waits);
+            return Err((q, Refusal::Full));
         }
         let slot_free = self.running < self.capacity;
         let room = self.queued.saturating_sub(self.pending_pops) < self.queue_capacity;
@@ -233,7 +389,11 @@ impl State {
 
     fn forget_key_if_idle(&mut self, key: &Key) {
         if let Some(ks) = self.keys.get(key) {
-            let busy = ks.active > 0 || !ks.waiting.is_empty() || ks.in_ready || ks.timer_armed;
+            let busy = ks.active > 0
+                || ks.acquirers > 0
+                || !ks.waiting.is_empty()
+                || ks.in_ready
+                || ks.timer_armed;
             // Only a paced key needs the clock: it is kept until its pace has
             // recovered, so forgetting it cannot let a start through early.
             if !busy && ks.is_forgettable(tokio::time::Instant::now()) {
@@ -396,6 +556,11 @@ impl State {
     fn settle_key(&mut self, key: &Key) {
         if let Some(ks) = self.keys.get_mut(key) {
             ks.active -= 1;
+            if ks.acquirers > 0 {
+                if let Some(w) = &ks.wake {
+                    w.notify_one();
+                }
+            }
             self.schedule_key(key);
             self.forget_key_if_idle(key);
         }
@@ -466,6 +631,7 @@ impl State {
             capacity: self.capacity,
             running: self.running,
             queued: self.queued,
+            reserved: self.reserved,
             queue_capacity: self.queue_capacity,
             keys: self.keys.len(),
             closed: self.closed,

@@ -19,6 +19,8 @@ pub struct Stats {
     pub running: usize,
     /// Tasks admitted and waiting for a slot (or for their key).
     pub queued: usize,
+    /// Places held by unspent [`Permit`](crate::Permit)s.
+    pub reserved: usize,
     /// The wait queue's capacity.
     pub queue_capacity: usize,
     /// Keys the pool currently tracks (busy, or still pacing).
