@@ -1,5 +1,10 @@
-//! One job: a decoded message, the variables its steps set, and the error
-//! type that says what to do when a step fails.
+//! One job: what a [handler](crate::worker::Handler) gets for each message,
+//! and the error that says what to do when it fails.
+//!
+//! A job carries the message as its source received it (`id`, `attempt`,
+//! `body`, `attributes`, ordering `key`), the decoded body once a format
+//! decoded it, and the variables the configured steps set for each other
+//! and for templates.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -7,33 +12,74 @@ use std::time::Duration;
 use bytes::Bytes;
 use minijinja::Value;
 
-use crate::formats::Envelope;
-use crate::sources::Message;
-
-/// The state one message's steps share.
+/// One message's job.
 #[derive(Debug)]
 pub struct Job {
+    /// The broker's id for the message (a line's byte offset for files).
     pub id: String,
+    /// Which attempt this is: 1 the first time. The broker's delivery count
+    /// where it keeps one (SQS `ApproximateReceiveCount`).
     pub attempt: u32,
+    /// The body as received.
     pub body: Bytes,
+    /// Broker attributes or headers.
     pub attributes: BTreeMap<String, String>,
+    /// The ordering key the source gave the message, if any.
+    pub key: Option<String>,
+    /// The body decoded by a format; `Raw` until one does.
     pub envelope: Envelope,
     vars: BTreeMap<String, Value>,
     /// The template context, rebuilt only after a variable changes.
     context: Option<Value>,
 }
 
+/// A decoded body (see [`crate::formats`]).
+#[derive(Clone, Debug, Default)]
+pub enum Envelope {
+    /// Not decoded: `body` in templates is the text (bytes if not UTF-8).
+    #[default]
+    Raw,
+    Json(serde_json::Value),
+    /// A Laravel queue payload; templates also see it as `job`.
+    Laravel(serde_json::Value),
+}
+
+impl Envelope {
+    /// The parsed JSON, for `json` and `laravel` bodies.
+    pub fn json(&self) -> Option<&serde_json::Value> {
+        match self {
+            Envelope::Raw => None,
+            Envelope::Json(v) | Envelope::Laravel(v) => Some(v),
+        }
+    }
+}
+
 impl Job {
-    pub fn new(message: &Message, envelope: Envelope) -> Job {
+    /// A job for a message with `id`, `attempt` and `body`; attributes and
+    /// key empty.
+    pub fn new(id: impl Into<String>, attempt: u32, body: Bytes) -> Job {
         Job {
-            id: message.id.clone(),
-            attempt: message.attempt,
-            body: message.body.clone(),
-            attributes: message.attributes.clone(),
-            envelope,
+            id: id.into(),
+            attempt,
+            body,
+            attributes: BTreeMap::new(),
+            key: None,
+            envelope: Envelope::Raw,
             vars: BTreeMap::new(),
             context: None,
         }
+    }
+
+    /// The same job with these attributes.
+    pub fn with_attributes(mut self, attributes: BTreeMap<String, String>) -> Job {
+        self.attributes = attributes;
+        self
+    }
+
+    /// Sets the decoded body.
+    pub fn set_envelope(&mut self, envelope: Envelope) {
+        self.envelope = envelope;
+        self.context = None;
     }
 
     /// Sets a job variable, visible to later steps and templates.
@@ -142,5 +188,15 @@ impl JobError {
 impl From<crate::template::RenderError> for JobError {
     fn from(e: crate::template::RenderError) -> JobError {
         JobError::fail(e.to_string())
+    }
+}
+
+impl JobError {
+    /// Retry after exactly `after` (a 429's `Retry-After`).
+    pub fn retry_after(after: Duration, reason: impl Into<String>) -> JobError {
+        JobError::Retry {
+            after: Some(after),
+            reason: reason.into(),
+        }
     }
 }

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use sluice::config::{self, RunOptions};
 use sluice::demo::{self, DemoConfig};
-use sluice::runtime::{self, Progress, RunOptions, Shutdown};
+use sluice::runtime::{self, Progress, Shutdown};
 use sluice::testkit::{Receiver, ReceiverConfig};
 
 #[derive(Parser, Debug)]
@@ -138,9 +139,8 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         match cli.command {
             Command::Check { config } => {
-                let loaded = sluice::config::load(&config)?;
-                let pipelines = loaded.build()?;
-                let names: Vec<_> = pipelines.iter().map(|p| p.name.as_str()).collect();
+                let loaded = config::load(&config)?;
+                let names = loaded.check()?;
                 println!(
                     "{}: ok ({} pipeline(s): {})",
                     config.display(),
@@ -154,12 +154,12 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 progress,
                 stop_when_empty,
             } => {
-                let loaded = sluice::config::load(&config)?;
+                let loaded = config::load(&config)?;
                 let shutdown = Shutdown::new();
                 shutdown
                     .on_signals()
                     .context("listening for SIGTERM/SIGINT")?;
-                let report = runtime::run(
+                let report = config::run(
                     &loaded,
                     RunOptions {
                         shutdown,

@@ -1,6 +1,87 @@
-//! The one backoff every source and step shares.
+//! What happens after a job fails: the [`RetryPolicy`] a worker runs with,
+//! and the one [`Backoff`] every source and step shares.
+//!
+//! The default policy is [`Retry`]: up to `max_attempts` attempts, waiting
+//! `backoff` between them, then a dead letter. A [`JobError::Fail`] is
+//! dead-lettered at once; a [`JobError::Retry`] with its own `after` (a
+//! 429's `Retry-After`) waits that long instead of the backoff. Message
+//! formats may bring their own rules (Laravel's `maxTries`, `backoff`,
+//! `retryUntil`: see [`crate::formats::laravel`]).
 
+use std::fmt;
 use std::time::Duration;
+
+use crate::job::JobError;
+
+/// What to do with a message whose job failed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// Run it again after `delay`.
+    Retry { delay: Duration, reason: String },
+    /// Park it with the dead-letter target, with `reason`.
+    DeadLetter { reason: String },
+}
+
+/// Decides, after a failed attempt, whether a message is tried again.
+pub trait RetryPolicy: fmt::Debug + Send + Sync + 'static {
+    /// Attempt `attempt` (1 for the first) of the message with `body` failed
+    /// with `error`.
+    fn on_failure(&self, attempt: u32, body: &[u8], error: JobError) -> Decision;
+}
+
+/// The default policy: at most `max_attempts` attempts, `backoff` between.
+#[derive(Clone, Debug)]
+pub struct Retry {
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+}
+
+impl Default for Retry {
+    /// 5 attempts, 500 ms doubling to at most 60 s, with jitter.
+    fn default() -> Retry {
+        Retry {
+            max_attempts: 5,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+impl Retry {
+    /// The decision for `attempt` of at most `max` (named `why_max` in the
+    /// reason), with `fallback` as the delay when the error names none.
+    pub fn decide(
+        attempt: u32,
+        max: u32,
+        why_max: &str,
+        error: JobError,
+        delay: impl FnOnce() -> Duration,
+    ) -> Decision {
+        match error {
+            JobError::Fail { reason } => Decision::DeadLetter { reason },
+            JobError::Retry { reason, .. } if attempt >= max => Decision::DeadLetter {
+                reason: format!(
+                    "gave up after {attempt} attempts ({why_max}); last error: {reason}"
+                ),
+            },
+            JobError::Retry { after, reason } => Decision::Retry {
+                delay: after.unwrap_or_else(delay),
+                reason,
+            },
+        }
+    }
+}
+
+impl RetryPolicy for Retry {
+    fn on_failure(&self, attempt: u32, _body: &[u8], error: JobError) -> Decision {
+        Retry::decide(
+            attempt,
+            self.max_attempts,
+            "retry.max_attempts",
+            error,
+            || self.backoff.delay(attempt),
+        )
+    }
+}
 
 /// Exponential backoff with optional jitter.
 #[derive(Clone, Debug)]
@@ -11,6 +92,18 @@ pub struct Backoff {
     /// Pick a random point in the upper half of each delay, so jobs that
     /// failed together do not all come back together.
     pub jitter: bool,
+}
+
+impl Default for Backoff {
+    /// 500 ms, doubling, at most 60 s, with jitter.
+    fn default() -> Backoff {
+        Backoff {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(60),
+            multiplier: 2.0,
+            jitter: true,
+        }
+    }
 }
 
 impl Backoff {
@@ -48,6 +141,41 @@ mod tests {
         let got: Vec<u128> = (1..=6).map(|a| b.delay(a).as_millis()).collect();
         assert_eq!(got, [100, 200, 400, 800, 1000, 1000]);
         assert_eq!(b.delay(u32::MAX), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn decisions() {
+        let p = Retry {
+            max_attempts: 3,
+            backoff: backoff(false),
+        };
+        let d = |attempt, e| p.on_failure(attempt, b"", e);
+        assert_eq!(
+            d(2, JobError::retry("x")),
+            Decision::Retry {
+                delay: Duration::from_millis(200),
+                reason: "x".into()
+            }
+        );
+        assert_eq!(
+            d(1, JobError::retry_after(Duration::from_secs(7), "429")),
+            Decision::Retry {
+                delay: Duration::from_secs(7),
+                reason: "429".into()
+            }
+        );
+        match d(3, JobError::retry("503")) {
+            Decision::DeadLetter { reason } => {
+                assert!(reason.contains("gave up after 3 attempts") && reason.contains("503"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            d(1, JobError::fail("404")),
+            Decision::DeadLetter {
+                reason: "404".into()
+            }
+        );
     }
 
     #[test]

@@ -20,25 +20,32 @@
 //! Unknown fields are errors. Every error names the file, the line and the
 //! field. `${VAR}` anywhere in the file is replaced from the environment
 //! (see [`env`]).
+//!
+//! A config only builds [workers](crate::worker::Worker): each pipeline's
+//! source builds itself from its own folder's config, its steps become one
+//! handler ([`Steps`]), and [`run`] runs the workers side by side.
 
 pub mod env;
 mod locate;
+mod registry;
 
 use std::fmt;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use sluice_pool::Rate;
 
 pub use locate::FieldPath;
+pub use registry::SourceTable;
 
+use crate::component::{FieldError, SourceContext, StepContext};
 use crate::formats::Format;
-use crate::runtime::pipeline::Pipeline;
-use crate::runtime::retry::Backoff;
-use crate::sources::file::FileSourceConfig;
-use crate::sources::sqs::SqsSourceConfig;
-use crate::steps::{BuildContext, FieldError, StepConfig};
+use crate::formats::laravel::LaravelRetry;
+use crate::retry::{Backoff, Retry, RetryPolicy};
+use crate::runtime::{Progress, RunReport, Shutdown};
+use crate::steps::{StepConfig, Steps};
+use crate::worker::Worker;
 
 /// A whole config file.
 #[derive(Debug, Deserialize)]
@@ -69,32 +76,13 @@ pub struct PipelineConfig {
     #[serde(default = "default_job_timeout_secs")]
     pub job_timeout_secs: u64,
     /// Where jobs come from.
-    pub source: SourceConfig,
+    pub source: SourceTable,
     /// What each job does, in order.
     #[serde(rename = "step", default)]
     pub steps: Vec<StepConfig>,
     /// Retries and backoff.
     #[serde(default)]
     pub retry: RetryConfig,
-}
-
-/// `[pipeline.source]`, by `type`.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum SourceConfig {
-    /// Newline-delimited jobs from a file or stdin.
-    File(FileSourceConfig),
-    /// An Amazon SQS queue.
-    Sqs(SqsSourceConfig),
-}
-
-impl SourceConfig {
-    pub fn format(&self) -> Format {
-        match self {
-            SourceConfig::File(c) => c.format,
-            SourceConfig::Sqs(c) => c.format,
-        }
-    }
 }
 
 /// `[pipeline.retry]`.
@@ -150,9 +138,6 @@ fn default_max_body_bytes() -> u64 {
 }
 fn default_job_timeout_secs() -> u64 {
     60
-}
-fn default_max_attempts() -> u32 {
-    5
 }
 fn default_initial_ms() -> u64 {
     500
@@ -273,9 +258,14 @@ impl Loaded {
         }
     }
 
-    /// Checks everything that can be checked without connecting, and builds
-    /// the pipelines.
-    pub fn build(&self) -> Result<Vec<Pipeline>, ConfigError> {
+    /// Checks everything that can be checked without connecting; returns
+    /// the pipelines' names.
+    pub fn check(&self) -> Result<Vec<String>, ConfigError> {
+        Ok(self.plans()?.into_iter().map(|p| p.name).collect())
+    }
+
+    /// Checks every pipeline and builds what needs no connection.
+    fn plans(&self) -> Result<Vec<Plan>, ConfigError> {
         let mut names = std::collections::HashSet::new();
         let mut out = Vec::new();
         for (i, p) in self.config.pipelines.iter().enumerate() {
@@ -304,12 +294,11 @@ impl Loaded {
                 ));
             }
             let source_at = at.clone().key("source");
-            let checked = match &p.source {
-                SourceConfig::File(c) => c.check(),
-                SourceConfig::Sqs(c) => c.check(),
-            };
-            checked.map_err(|e| self.error_at(&source_at.clone().key(&e.field), e.message))?;
-            let cx = BuildContext {
+            let source = p.source.config();
+            source
+                .check()
+                .map_err(|e| self.error_at(&source_at.clone().key(&e.field), e.message))?;
+            let cx = StepContext {
                 concurrency: p.concurrency,
             };
             let mut steps = Vec::new();
@@ -324,64 +313,131 @@ impl Loaded {
             if p.retry.max_attempts == Some(0) {
                 return Err(self.error_at(&retry_at.key("max_attempts"), "must be at least 1"));
             }
-            let default_backoff = BackoffConfig::default();
-            let b = p.retry.backoff.as_ref().unwrap_or(&default_backoff);
-            if !(b.multiplier >= 1.0 && b.multiplier.is_finite()) || b.initial_ms > b.max_ms {
-                return Err(self.error_at(
-                    &retry_at.key("backoff"),
-                    "needs multiplier >= 1 and initial_ms <= max_ms",
-                ));
-            }
-            out.push(Pipeline {
-                name: p.name.clone(),
-                concurrency: p.concurrency,
-                max_body_bytes: p.max_body_bytes,
-                job_timeout: Duration::from_secs(p.job_timeout_secs),
-                format: p.source.format(),
-                steps,
-                max_attempts: p.retry.max_attempts.unwrap_or_else(default_max_attempts),
-                max_attempts_set: p.retry.max_attempts.is_some(),
-                backoff_set: p.retry.backoff.is_some(),
-                backoff: Backoff {
+            let backoff = match &p.retry.backoff {
+                None => None,
+                Some(b)
+                    if !(b.multiplier >= 1.0 && b.multiplier.is_finite())
+                        || b.initial_ms > b.max_ms =>
+                {
+                    return Err(self.error_at(
+                        &retry_at.key("backoff"),
+                        "needs multiplier >= 1 and initial_ms <= max_ms",
+                    ));
+                }
+                Some(b) => Some(Backoff {
                     initial: Duration::from_millis(b.initial_ms),
                     max: Duration::from_millis(b.max_ms),
                     multiplier: b.multiplier,
                     jitter: b.jitter,
-                },
+                }),
+            };
+            let format = source.format();
+            // A Laravel job's own retry rules apply where the config sets
+            // none; other formats carry none.
+            let retry: Arc<dyn RetryPolicy> = match format {
+                Format::Laravel => Arc::new(LaravelRetry {
+                    max_attempts: p.retry.max_attempts,
+                    backoff,
+                }),
+                _ => {
+                    let default = Retry::default();
+                    Arc::new(Retry {
+                        max_attempts: p.retry.max_attempts.unwrap_or(default.max_attempts),
+                        backoff: backoff.unwrap_or(default.backoff),
+                    })
+                }
+            };
+            out.push(Plan {
+                index: i,
+                name: p.name.clone(),
+                steps: Steps::new(&p.name, format, steps),
+                retry,
             });
         }
         Ok(out)
     }
+
+    /// Checks the config, connects every source and builds one worker per
+    /// pipeline. Nothing runs until the workers do.
+    pub async fn workers(&self, opts: &RunOptions) -> Result<Vec<Worker>, ConfigError> {
+        let mut workers = Vec::new();
+        for plan in self.plans()? {
+            let p = &self.config.pipelines[plan.index];
+            let at = FieldPath::default()
+                .key("pipeline")
+                .index(plan.index)
+                .key("source");
+            let cx = SourceContext {
+                pipeline: p.name.clone(),
+                concurrency: p.concurrency,
+                max_body_bytes: p.max_body_bytes,
+            };
+            let mut source = p
+                .source
+                .config()
+                .build(&cx)
+                .await
+                .map_err(|e| self.error_at(&at, crate::error_chain(&e)))?;
+            if opts.stop_when_empty {
+                source.stop_when_empty();
+            }
+            let worker = Worker::builder(&p.name)
+                .boxed_source(source)
+                .handler(plan.steps)
+                .shared_retry(plan.retry)
+                .concurrency(p.concurrency)
+                .job_timeout(Duration::from_secs(p.job_timeout_secs))
+                .max_body_bytes(p.max_body_bytes)
+                .shutdown(opts.shutdown.clone())
+                .shutdown_timeout(Duration::from_secs(self.config.shutdown_timeout_secs))
+                .build()
+                .map_err(|e| self.error_at(&at, e.to_string()))?;
+            workers.push(worker);
+        }
+        Ok(workers)
+    }
 }
 
-/// Parses a rate: `"500/s"`, `"30/min"`, `"1000/h"`, `"5/100ms"`.
-pub fn parse_rate(s: &str) -> Result<Rate, String> {
-    let bad =
-        || format!("`{s}` is not a rate: write a count per unit, like \"500/s\" or \"30/min\"");
-    let (count, per) = s.split_once('/').ok_or_else(bad)?;
-    let count: u32 = count.trim().parse().map_err(|_| bad())?;
-    if count == 0 {
-        return Err(format!("`{s}`: the count must be at least 1"));
+/// A pipeline checked and built as far as it can be without connecting.
+struct Plan {
+    index: usize,
+    name: String,
+    steps: Steps,
+    retry: Arc<dyn RetryPolicy>,
+}
+
+/// How a run is driven.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub shutdown: Shutdown,
+    pub progress: Progress,
+    /// Stop each pipeline once its source is empty and nothing is in
+    /// flight (see [`crate::sources::Source::stop_when_empty`]).
+    pub stop_when_empty: bool,
+}
+
+/// Runs every pipeline of `loaded` until their sources end or a stop is
+/// requested. Config errors, and sources that cannot be opened, come back
+/// before anything runs.
+pub async fn run(loaded: &Loaded, opts: RunOptions) -> Result<RunReport, ConfigError> {
+    let workers = loaded.workers(&opts).await?;
+    crate::telemetry::describe();
+    let started = Instant::now();
+    let shown = workers
+        .iter()
+        .map(|w| (w.name().to_owned(), w.counts(), w.progress()))
+        .collect();
+    let progress = crate::runtime::start_progress(opts.progress, shown);
+    let tasks: Vec<_> = workers.into_iter().map(|w| tokio::spawn(w.run())).collect();
+    let mut pipelines = Vec::new();
+    for t in tasks {
+        pipelines.push(t.await.expect("a worker does not panic"));
     }
-    let per = per.trim();
-    let split = per.find(|c: char| !c.is_ascii_digit()).unwrap_or(per.len());
-    let n: u64 = if split == 0 {
-        1
-    } else {
-        per[..split].parse().map_err(|_| bad())?
-    };
-    let unit = match &per[split..] {
-        "ms" => Duration::from_millis(1),
-        "s" | "sec" | "second" => Duration::from_secs(1),
-        "m" | "min" | "minute" => Duration::from_secs(60),
-        "h" | "hour" => Duration::from_secs(3600),
-        _ => return Err(bad()),
-    };
-    let per = unit * u32::try_from(n).map_err(|_| bad())?;
-    if per.is_zero() {
-        return Err(bad());
-    }
-    Ok(Rate::new(count, per))
+    progress.finish().await;
+    Ok(RunReport {
+        pipelines,
+        elapsed: started.elapsed(),
+    })
 }
 
 #[cfg(test)]
@@ -407,18 +463,5 @@ mod tests {
         let e = parse("c.toml", text, |_| Some("hunter2".into())).unwrap_err();
         assert!(!e.to_string().contains("hunter2"), "{e}");
         assert_eq!(e.line, Some(3));
-    }
-
-    #[test]
-    fn rates() {
-        let r = parse_rate("500/s").unwrap();
-        assert_eq!((r.count(), r.per()), (500, Duration::from_secs(1)));
-        let r = parse_rate("30/min").unwrap();
-        assert_eq!(r.per(), Duration::from_secs(60));
-        let r = parse_rate("5/100ms").unwrap();
-        assert_eq!(r.per(), Duration::from_millis(100));
-        for bad in ["500", "x/s", "0/s", "5/fortnight", "5/0s"] {
-            assert!(parse_rate(bad).is_err(), "{bad}");
-        }
     }
 }

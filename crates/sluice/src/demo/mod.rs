@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config;
-use crate::runtime::{self, Progress, RunOptions, RunReport, Shutdown};
+use crate::config::RunOptions;
+use crate::runtime::{Progress, RunReport, Shutdown};
 use crate::testkit::{Receiver, ReceiverConfig};
 
 /// What the demo runs.
@@ -138,7 +139,7 @@ pub async fn run(cfg: &DemoConfig, shutdown: Shutdown) -> Result<DemoOutcome, De
         cfg.latency.1.as_millis(),
         cfg.concurrency
     );
-    let report = runtime::run(
+    let report = config::run(
         &loaded,
         RunOptions {
             shutdown,

@@ -1,237 +1,151 @@
-//! The receive loop: source -> pool slot -> steps -> settle, per pipeline.
+//! The receive loop: source -> pool slot -> handler -> settle, for one
+//! worker. [`crate::worker::Worker`] is the way in; this module is how it
+//! runs.
 //!
-//! Each pipeline asks its source for at most as many messages as it has free
-//! slots, so nothing waits in memory that could not run. A slot is held from
-//! receipt until the message is settled (acked, retried, dead-lettered or
-//! released), so "in flight" counts settling too.
+//! Slots are the pool's: the loop reserves free places in the pool first
+//! ([`sluice_pool::Pool::reserve`]), asks the source for exactly that many
+//! messages, and spends one place per message, so nothing waits in memory
+//! that could not run. A message holds its place until it is settled
+//! (acked, dead-lettered, retried through the broker, released), and
+//! through an in-process retry's wait. Messages with an ordering key run
+//! one at a time per key, through the pool's per-key limit.
 //!
 //! Shutdown ([`Shutdown::request`], wired to SIGTERM/SIGINT by the binary):
-//! stop receiving, let running jobs finish for `shutdown_timeout_secs`, then
-//! cancel the rest and release their messages to the source at once. A
+//! stop receiving; release at once the messages waiting to retry; let
+//! running jobs finish for the shutdown timeout; then stop the handlers
+//! still running and release their messages. A settlement under way is
+//! never cut, unless it is still going after a further grace period. A
 //! second request cuts the wait short.
 
-pub mod job;
-pub mod pipeline;
+mod attempt;
+mod heartbeat;
+mod order;
 mod progress;
-pub mod retry;
+mod report;
 mod shutdown;
 
-pub use progress::{Progress, summary};
+pub use progress::{Progress, Running, Shown, start as start_progress, summary};
+pub use report::{End, PipelineReport, RunReport};
 pub use shutdown::Shutdown;
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_pool::{Histogram, Pool};
-use tokio::sync::{Semaphore, mpsc};
+use sluice_pool::{KeyLimit, Pool};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::{ConfigError, FieldPath, Loaded, SourceConfig};
-use crate::sources::{Acker, Delivery, Received, Source, SourceError, file, sqs};
-use crate::telemetry::PipelineMetrics;
-use pipeline::{Pipeline, Settle};
+use crate::handler::Handler;
+use crate::retry::RetryPolicy;
+use crate::sources::{Acker, DeadLetterTarget, Received, Source, SourceErrorKind};
+use crate::telemetry::events::{JobReleased, Received as ReceivedEvent, SettleFailed};
+use crate::telemetry::{Event, PipelineCounts};
 
-/// How a run is driven.
-#[derive(Clone, Debug)]
-pub struct RunOptions {
-    pub shutdown: Shutdown,
-    pub progress: Progress,
-    /// Stop each pipeline once its source is empty and nothing is in
-    /// flight (see [`Source::stop_when_empty`]).
-    pub stop_when_empty: bool,
-}
-
-/// Why a pipeline stopped receiving.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum End {
-    /// Its source was exhausted and everything settled.
-    Exhausted,
-    /// A stop was requested.
-    Stopped,
-    /// Its source failed for good.
-    Failed(String),
-}
-
-/// Live counts of one pipeline, shared with the progress display.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub received: AtomicU64,
-    pub succeeded: AtomicU64,
-    pub retried: AtomicU64,
-    pub dead_lettered: AtomicU64,
-    pub released: AtomicU64,
-    pub settle_errors: AtomicU64,
-    latency: Mutex<Histogram>,
-}
-
-impl Counters {
-    fn record_latency(&self, d: Duration) {
-        self.latency
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .record(d);
-    }
-}
-
-/// What one pipeline did.
-#[derive(Clone, Debug)]
-pub struct PipelineReport {
+/// Everything one worker runs with.
+pub(crate) struct Parts {
     pub name: String,
-    pub received: u64,
-    pub succeeded: u64,
-    pub retried: u64,
-    pub dead_lettered: u64,
-    pub released: u64,
-    pub settle_errors: u64,
-    /// One attempt of a job, from receipt to settled.
-    pub latency: Histogram,
-    pub elapsed: Duration,
-    pub end: End,
-}
-
-/// What a run did.
-#[derive(Clone, Debug)]
-pub struct RunReport {
-    pub pipelines: Vec<PipelineReport>,
-    pub elapsed: Duration,
-}
-
-impl RunReport {
-    /// True when every message received was settled (none released, no
-    /// source refused a settlement, no source failed).
-    pub fn settled_everything(&self) -> bool {
-        self.pipelines
-            .iter()
-            .all(|p| p.released == 0 && p.settle_errors == 0 && !matches!(p.end, End::Failed(_)))
-    }
-
-    /// The process exit code: 0 when everything settled, 3 when messages
-    /// were handed back unsettled or a source failed.
-    pub fn exit_code(&self) -> i32 {
-        if self.settled_everything() { 0 } else { 3 }
-    }
-}
-
-/// Opens the source `config` describes for `pipeline`.
-pub async fn open_source(
-    config: &SourceConfig,
-    pipeline: &Pipeline,
-) -> Result<Box<dyn Source>, SourceError> {
-    match config {
-        SourceConfig::File(c) => Ok(Box::new(file::FileSource::open(c, pipeline)?)),
-        SourceConfig::Sqs(c) => Ok(Box::new(sqs::SqsSource::open(c, pipeline).await?)),
-    }
-}
-
-/// Runs every pipeline of `loaded` until their sources end or a stop is
-/// requested. Config errors come back before anything starts.
-pub async fn run(loaded: &Loaded, opts: RunOptions) -> Result<RunReport, ConfigError> {
-    let pipelines = loaded.build()?;
-    let mut sources = Vec::new();
-    for (i, p) in pipelines.iter().enumerate() {
-        let cfg = &loaded.config.pipelines[i].source;
-        let mut source = open_source(cfg, p).await.map_err(|e| {
-            loaded.error_at(
-                &FieldPath::default().key("pipeline").index(i).key("source"),
-                e.to_string(),
-            )
-        })?;
-        if opts.stop_when_empty {
-            source.stop_when_empty();
-        }
-        sources.push(source);
-    }
-    crate::telemetry::describe();
-    let started = Instant::now();
-    let timeout = Duration::from_secs(loaded.config.shutdown_timeout_secs);
-    let mut tasks = Vec::new();
-    let mut display = Vec::new();
-    for (p, source) in pipelines.into_iter().zip(sources) {
-        let counters = Arc::new(Counters::default());
-        display.push((p.name.clone(), counters.clone(), source.progress()));
-        let shutdown = opts.shutdown.clone();
-        tasks.push(tokio::spawn(drive(
-            Arc::new(p),
-            source,
-            shutdown,
-            timeout,
-            counters,
-        )));
-    }
-    let progress = progress::start(opts.progress, display);
-    let mut reports = Vec::new();
-    for t in tasks {
-        reports.push(t.await.expect("a pipeline's driver does not panic"));
-    }
-    progress.finish().await;
-    Ok(RunReport {
-        pipelines: reports,
-        elapsed: started.elapsed(),
-    })
+    pub source: Box<dyn Source>,
+    pub handler: Arc<dyn Handler>,
+    pub retry: Arc<dyn RetryPolicy>,
+    pub dead_letters: Arc<dyn DeadLetterTarget>,
+    pub concurrency: usize,
+    pub job_timeout: Option<Duration>,
+    pub max_body_bytes: u64,
+    pub shutdown: Shutdown,
+    pub shutdown_timeout: Duration,
+    pub counts: Arc<PipelineCounts>,
 }
 
 /// After the shutdown deadline, how long settlements already under way get
-/// to finish before they too are cancelled.
+/// to finish before they too are cut.
 const SETTLE_GRACE: Duration = Duration::from_secs(10);
 
 /// Most messages asked of a source in one call.
 const MAX_BATCH: usize = 256;
 
-/// One pipeline's receive loop and shutdown.
-async fn drive(
-    p: Arc<Pipeline>,
-    mut source: Box<dyn Source>,
-    shutdown: Shutdown,
-    shutdown_timeout: Duration,
-    counters: Arc<Counters>,
-) -> PipelineReport {
+/// One worker's receive loop and shutdown.
+pub(crate) async fn drive(parts: Parts) -> PipelineReport {
+    let Parts {
+        name,
+        mut source,
+        handler,
+        retry,
+        dead_letters,
+        concurrency,
+        job_timeout,
+        max_body_bytes,
+        shutdown,
+        shutdown_timeout,
+        counts,
+    } = parts;
     let started = Instant::now();
-    let metrics = Arc::new(PipelineMetrics::new(&p.name, &p.step_kinds()));
-    let slots = Arc::new(Semaphore::new(p.concurrency));
-    // Slots are taken before a message is received, so the pool never has
-    // to queue more than a moment.
+    // No wait queue: a message is received only into a reserved place.
+    // Ordering keys run one at a time.
     let pool = Pool::builder()
-        .concurrency(p.concurrency)
-        .queue_capacity(p.concurrency)
+        .concurrency(concurrency)
+        .queue_capacity(0)
+        .per_key(KeyLimit::concurrency(1))
         .build();
-    let (release_tx, mut release_rx) = mpsc::unbounded_channel::<Box<dyn Acker>>();
+    let (orphans, mut orphaned) = mpsc::unbounded_channel::<Box<dyn Acker>>();
     let releaser = {
-        let counters = counters.clone();
-        let metrics = metrics.clone();
-        let name = p.name.clone();
+        let counts = counts.clone();
         tokio::spawn(async move {
-            while let Some(acker) = release_rx.recv().await {
-                counters.released.fetch_add(1, Relaxed);
-                metrics.released.increment(1);
-                if let Err(e) = acker.release().await {
-                    counters.settle_errors.fetch_add(1, Relaxed);
-                    metrics.settle_errors.increment(1);
-                    warn!(pipeline = %name, error = %e, "could not release a message; the source will redeliver it when its lease ends");
+            while let Some(acker) = orphaned.recv().await {
+                match acker.release().await {
+                    Ok(()) => JobReleased {
+                        waiting_retry: false,
+                    }
+                    .emit(&counts),
+                    Err(e) => SettleFailed {
+                        id: "?",
+                        action: "release",
+                        error: &e,
+                    }
+                    .emit(&counts),
                 }
             }
         })
     };
+    let ctx = Arc::new(attempt::Ctx {
+        dead_letters_name: dead_letters.name(),
+        name: name.clone(),
+        handler,
+        retry,
+        dead_letters,
+        caps: source.capabilities(),
+        job_timeout,
+        max_body_bytes,
+        counts: counts.clone(),
+        shutdown: shutdown.clone(),
+        cancel: CancellationToken::new(),
+        order: Default::default(),
+        orphans,
+    });
+    let heartbeat = ctx.caps.lease.map(heartbeat::Heartbeat::new);
+    if let Some(h) = &heartbeat {
+        tokio::spawn(heartbeat::Heartbeat::run(Arc::downgrade(h)));
+    }
     let mut end = End::Stopped;
     let mut pause = Duration::from_millis(100);
-    info!(pipeline = %p.name, concurrency = p.concurrency, "pipeline started");
+    info!(pipeline = %name, concurrency, "pipeline started");
     loop {
         let first = tokio::select! {
             biased;
             _ = shutdown.requested() => break,
-            s = slots.clone().acquire_owned() => s.expect("the slot semaphore is never closed"),
+            p = pool.reserve() => p.expect("the pool is closed only after this loop"),
         };
-        let mut held = vec![first];
-        while held.len() < MAX_BATCH {
-            match slots.clone().try_acquire_owned() {
-                Ok(s) => held.push(s),
+        let mut places = vec![first];
+        while places.len() < MAX_BATCH {
+            match pool.try_reserve() {
+                Ok(p) => places.push(p),
                 Err(_) => break,
             }
         }
         let got = tokio::select! {
             biased;
             _ = shutdown.requested() => break,
-            r = source.receive(held.len()) => r,
+            r = source.receive(places.len()) => r,
         };
         let deliveries = match got {
             Ok(Received::Deliveries(d)) => d,
@@ -239,9 +153,9 @@ async fn drive(
                 end = End::Exhausted;
                 break;
             }
-            Err(SourceError::Transient(e)) => {
-                warn!(pipeline = %p.name, error = %e, pause_ms = pause.as_millis() as u64, "receive failed; trying again");
-                drop(held);
+            Err(e) if e.kind == SourceErrorKind::Transient => {
+                warn!(pipeline = %name, error = %crate::error_chain(&e), pause_ms = pause.as_millis() as u64, "receive failed; trying again");
+                drop(places);
                 tokio::select! {
                     _ = shutdown.requested() => break,
                     _ = tokio::time::sleep(pause) => {}
@@ -249,44 +163,45 @@ async fn drive(
                 pause = (pause * 2).min(Duration::from_secs(30));
                 continue;
             }
-            Err(SourceError::Fatal(e)) => {
-                error!(pipeline = %p.name, error = %e, "the source failed; stopping this pipeline");
-                end = End::Failed(e);
+            Err(e) => {
+                let why = crate::error_chain(&e);
+                error!(pipeline = %name, error = %why, "the source failed; stopping this pipeline");
+                end = End::Failed(why);
                 break;
             }
         };
         pause = Duration::from_millis(100);
         assert!(
-            deliveries.len() <= held.len(),
+            deliveries.len() <= places.len(),
             "source returned {} messages when asked for at most {}",
             deliveries.len(),
-            held.len()
+            places.len()
         );
-        counters
-            .received
-            .fetch_add(deliveries.len() as u64, Relaxed);
-        metrics.received.increment(deliveries.len() as u64);
+        ReceivedEvent {
+            count: deliveries.len() as u64,
+        }
+        .emit(&counts);
         for d in deliveries {
-            let slot = held.pop().expect("checked above");
-            // The guard exists before the task is queued: a task the pool
-            // hands back unstarted at shutdown still releases its message.
-            let Delivery { message, acker } = d;
-            let guard = Unsettled::new(acker, release_tx.clone(), metrics.clone());
-            let task = settle_one(
-                shutdown.clone(),
-                p.clone(),
-                message,
-                guard,
-                slot,
-                counters.clone(),
-                metrics.clone(),
-            );
-            if pool.execute(task).await.is_err() {
+            let place = places.pop().expect("checked above");
+            let key = d.message.key.clone();
+            if let Some(k) = &key {
+                ctx.order.received(k);
+            }
+            let lease = heartbeat::Lease::new(d.acker);
+            if let Some(h) = &heartbeat {
+                h.keep(&lease);
+            }
+            let held = attempt::Held::new(&ctx, d.message.id.clone(), lease);
+            let task = attempt::run(ctx.clone(), d.message, held, d.revocation);
+            let spent = match key {
+                Some(k) => place.execute_keyed(k, task),
+                None => place.execute(task),
+            };
+            if spent.is_err() {
                 unreachable!("the job pool is closed only after the receive loop ends");
             }
         }
     }
-    drop(release_tx);
     // Let running jobs finish: unbounded when the source simply ended, until
     // the deadline once a stop was requested, not at all once forced.
     pool.close();
@@ -295,154 +210,34 @@ async fn drive(
         _ = async {
             shutdown.requested().await;
             tokio::time::sleep(shutdown_timeout).await;
-        } => warn!(pipeline = %p.name, "shutdown timeout reached; releasing unfinished jobs"),
+        } => warn!(pipeline = %name, "shutdown timeout reached; releasing unfinished jobs"),
         _ = shutdown.forced() => {}
     }
-    // Cancel the jobs still running: each releases its message. A job that
-    // began settling after the stop request settles in a task of its own
-    // (cutting it short would send a finished job round again); it holds
-    // its slot, so taking every slot back waits for those.
-    let cut = pool.shutdown(Duration::ZERO).await;
-    let unstarted = cut.unstarted.len();
-    if cut.cancelled > 0 {
-        warn!(pipeline = %p.name, cancelled = cut.cancelled, "stopped jobs still running; their messages are released");
-    }
-    // Dropping the unstarted tasks releases their messages (their guards)
-    // and lets the releaser's channel close.
-    drop(cut);
-    if unstarted > 0 {
-        warn!(pipeline = %p.name, unstarted, "jobs that never started are released");
-    }
-    let all = u32::try_from(p.concurrency).unwrap_or(u32::MAX);
-    if tokio::time::timeout(SETTLE_GRACE, slots.acquire_many(all))
+    // Stop the handlers still running: each releases its message. A
+    // settlement under way finishes, within a grace period.
+    ctx.cancel.cancel();
+    if tokio::time::timeout(SETTLE_GRACE, pool.join())
         .await
         .is_err()
     {
-        warn!(pipeline = %p.name, "settlements still running after {SETTLE_GRACE:?}; closing anyway");
+        warn!(pipeline = %name, "settlements still running after {SETTLE_GRACE:?}; cutting them");
+        let cut = pool.shutdown(Duration::ZERO).await;
+        // Unstarted tasks release their messages as they are dropped.
+        drop(cut);
     }
+    drop(ctx);
+    drop(heartbeat);
     releaser.await.expect("the releaser does not panic");
     if let Err(e) = source.close().await {
-        error!(pipeline = %p.name, error = %e, "closing the source failed");
-        counters.settle_errors.fetch_add(1, Relaxed);
+        error!(pipeline = %name, error = %crate::error_chain(&e), "closing the source failed");
+        SettleFailed {
+            id: "-",
+            action: "close",
+            error: &e,
+        }
+        .emit(&counts);
     }
-    let latency = counters
-        .latency
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    let report = PipelineReport {
-        name: p.name.clone(),
-        received: counters.received.load(Relaxed),
-        succeeded: counters.succeeded.load(Relaxed),
-        retried: counters.retried.load(Relaxed),
-        dead_lettered: counters.dead_lettered.load(Relaxed),
-        released: counters.released.load(Relaxed),
-        settle_errors: counters.settle_errors.load(Relaxed),
-        latency,
-        elapsed: started.elapsed(),
-        end,
-    };
-    info!(pipeline = %p.name, end = ?report.end, "pipeline stopped");
+    let report = PipelineReport::new(&counts, started.elapsed(), end);
+    info!(pipeline = %name, end = ?report.end, "pipeline stopped");
     report
-}
-
-/// Hands a message to the releaser if its job is dropped before it
-/// settled (cancelled at shutdown), and keeps the in-flight gauge honest.
-struct Unsettled {
-    acker: Option<Box<dyn Acker>>,
-    release: mpsc::UnboundedSender<Box<dyn Acker>>,
-    metrics: Arc<PipelineMetrics>,
-}
-
-impl Unsettled {
-    fn new(
-        acker: Box<dyn Acker>,
-        release: mpsc::UnboundedSender<Box<dyn Acker>>,
-        metrics: Arc<PipelineMetrics>,
-    ) -> Unsettled {
-        metrics.in_flight.increment(1.0);
-        Unsettled {
-            acker: Some(acker),
-            release,
-            metrics,
-        }
-    }
-
-    fn take(&mut self) -> Box<dyn Acker> {
-        self.acker.take().expect("taken once")
-    }
-}
-
-impl Drop for Unsettled {
-    fn drop(&mut self) {
-        self.metrics.in_flight.decrement(1.0);
-        if let Some(acker) = self.acker.take() {
-            // The releaser outlives every job; if it is gone the process is
-            // exiting and the source redelivers after its lease.
-            let _ = self.release.send(acker);
-        }
-    }
-}
-
-/// One message: run the job, then settle it exactly once.
-async fn settle_one(
-    shutdown: Shutdown,
-    p: Arc<Pipeline>,
-    message: crate::sources::Message,
-    mut guard: Unsettled,
-    slot: tokio::sync::OwnedSemaphorePermit,
-    counters: Arc<Counters>,
-    metrics: Arc<PipelineMetrics>,
-) {
-    let started = Instant::now();
-    let (result, hints) = p.process(&message, &metrics).await;
-    let decision = p.decide(message.attempt, result, hints.as_ref());
-    let acker = guard.take();
-    drop(guard);
-    let settle = async move {
-        let _slot = slot;
-        let settled = match &decision {
-            Settle::Ack => {
-                counters.succeeded.fetch_add(1, Relaxed);
-                metrics.succeeded.increment(1);
-                acker.ack().await
-            }
-            Settle::Retry { delay, reason } => {
-                counters.retried.fetch_add(1, Relaxed);
-                metrics.retried.increment(1);
-                warn!(
-                    pipeline = %p.name, message_id = %message.id, attempt = message.attempt,
-                    retry_in_ms = delay.as_millis() as u64, reason = %reason, "job failed; will retry"
-                );
-                acker.retry(*delay).await
-            }
-            Settle::DeadLetter { reason } => {
-                counters.dead_lettered.fetch_add(1, Relaxed);
-                metrics.dead_lettered.increment(1);
-                warn!(
-                    pipeline = %p.name, message_id = %message.id, attempt = message.attempt,
-                    reason = %reason, "job dead-lettered"
-                );
-                acker.dead_letter(reason.clone()).await
-            }
-        };
-        if let Err(e) = settled {
-            counters.settle_errors.fetch_add(1, Relaxed);
-            metrics.settle_errors.increment(1);
-            error!(
-                pipeline = %p.name, message_id = %message.id, attempt = message.attempt,
-                error = %e, "could not settle the message; the source will deliver it again"
-            );
-        }
-        let took = started.elapsed();
-        metrics.job_duration.record(took);
-        counters.record_latency(took);
-    };
-    if shutdown.is_requested() {
-        // Shutting down: the pool may cancel this job any moment now, and
-        // a settlement must not be cut in half.
-        let _ = tokio::spawn(settle).await;
-    } else {
-        settle.await;
-    }
 }

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::oneshot;
 
-use super::{Counters, RunReport};
+use super::RunReport;
 use crate::sources::SourceProgress;
+use crate::telemetry::PipelineCounts;
 
 /// How progress is shown.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -24,15 +25,18 @@ pub enum Progress {
     Off,
 }
 
-type Shown = (String, Arc<Counters>, Option<Arc<SourceProgress>>);
+/// A pipeline on show: its name, its counts and its input's progress.
+pub type Shown = (String, Arc<PipelineCounts>, Option<Arc<SourceProgress>>);
 
-pub(super) struct Running {
+/// The progress display of a run; [`finish`](Running::finish) stops it.
+#[derive(Debug)]
+pub struct Running {
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
-    pub(super) async fn finish(mut self) {
+    pub async fn finish(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -42,7 +46,8 @@ impl Running {
     }
 }
 
-pub(super) fn start(mode: Progress, shown: Vec<Shown>) -> Running {
+/// Starts showing the progress of `shown`.
+pub fn start(mode: Progress, shown: Vec<Shown>) -> Running {
     let mode = match mode {
         Progress::Auto if std::io::stderr().is_terminal() => Progress::Bar,
         Progress::Auto => Progress::Log,
@@ -139,13 +144,12 @@ fn snapshot(shown: &[Shown]) -> Snapshot {
         total_bytes: 0,
     };
     for (_, c, p) in shown {
-        let ok = c.succeeded.load(Relaxed);
-        let dead = c.dead_lettered.load(Relaxed);
-        let retried = c.retried.load(Relaxed);
+        let ok = c.succeeded.get();
+        let dead = c.dead_lettered.get();
         s.done += ok + dead;
         s.failed += dead;
-        s.retried += retried;
-        s.in_flight += c.received.load(Relaxed).saturating_sub(ok + dead + retried);
+        s.retried += c.retried.get();
+        s.in_flight += c.in_flight();
         if let Some(p) = p {
             s.read_bytes += p.read_bytes.load(Relaxed);
             s.total_bytes += p.total_bytes.load(Relaxed);
@@ -168,18 +172,27 @@ pub fn summary(report: &RunReport) -> String {
             done as f64 / secs,
             p.end
         );
+        let mut extra = String::new();
+        if p.released_waiting_retry > 0 {
+            let _ = write!(
+                extra,
+                " ({} of them waiting to retry)",
+                p.released_waiting_retry
+            );
+        }
+        if p.settle_errors > 0 {
+            let _ = write!(extra, ", settle errors {}", p.settle_errors);
+        }
+        if p.revoked > 0 {
+            let _ = write!(extra, ", revoked by the source {}", p.revoked);
+        }
+        if p.deferred > 0 {
+            let _ = write!(extra, ", handed back to keep key order {}", p.deferred);
+        }
         let _ = writeln!(
             out,
-            "  succeeded {}, dead-lettered {}, retries {}, released unsettled {}{}",
-            p.succeeded,
-            p.dead_lettered,
-            p.retried,
-            p.released,
-            if p.settle_errors > 0 {
-                format!(", settle errors {}", p.settle_errors)
-            } else {
-                String::new()
-            }
+            "  succeeded {}, dead-lettered {}, retries {}, released unsettled {}{extra}",
+            p.succeeded, p.dead_lettered, p.retried, p.released,
         );
         if !p.latency.is_empty() {
             let ms = |d: Duration| d.as_secs_f64() * 1e3;

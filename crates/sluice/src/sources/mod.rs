@@ -1,15 +1,63 @@
-//! Where jobs come from: the [`Source`] contract and its implementations,
-//! one folder each.
+//! Where jobs come from: the [`Source`] contract (v2) and its
+//! implementations, one folder each, each behind a cargo feature.
+//!
+//! # The contract
 //!
 //! A source is pull-based. The runtime calls [`Source::receive`] with the
-//! number of free job slots and never more, so a source never buffers more
-//! than the pipeline can run. Each [`Delivery`] carries its own [`Acker`],
-//! which settles that one message exactly once: [`Acker::ack`] after success,
-//! [`Acker::retry`] to see it again after a delay, [`Acker::dead_letter`] to
-//! park it durably with a reason, or [`Acker::release`] to hand it back
-//! untouched at shutdown.
+//! number of free job slots and never more, so a source never holds a
+//! message the pipeline could not run. Each [`Delivery`] carries its
+//! [`Message`] and an [`Acker`] that settles that one message exactly once:
+//!
+//! | call | when | what the broker does |
+//! |---|---|---|
+//! | [`Acker::ack`] | the job succeeded | forgets the message (SQS delete, Kafka: the offset may be committed, file: checkpointed) |
+//! | [`Acker::retry`] | the job failed and may succeed later; only where [`Capabilities::delayed_retry`] | delivers it again after the delay, counting an attempt (SQS: visibility set to the delay) |
+//! | [`Acker::remove`] | the dead-letter target has stored the message | forgets it, like `ack` |
+//! | [`Acker::release`] | shutdown, or another message of its ordering key was retried | delivers it again at once, as if never received |
+//! | [`Acker::extend`] | the job runs long, where [`Capabilities::lease`] | keeps the message invisible to other consumers (SQS visibility) |
+//!
+//! Where a broker cannot delay a redelivery (files, Kafka), the runtime
+//! waits in process: the message keeps its slot (and its ordering key)
+//! through the backoff, then runs again with `attempt + 1`. At shutdown a
+//! message waiting so is released, and the run reports it as not settled.
+//!
+//! **Dead letters** go to a pipeline-level [`DeadLetterTarget`]: the
+//! source's own ([`Source::dead_letters`]: the SQS dead-letter queue, the
+//! file source's failures file) or another the worker is given. The target
+//! stores the message first; only then is it [removed](Acker::remove). If
+//! storing fails, the message is not removed and comes back.
+//!
+//! **Ordering keys**: a [`Message::key`] (an SQS FIFO `MessageGroupId`, a
+//! Kafka key or partition) runs one at a time per key, in the order
+//! received, through the pool's per-key limit.
+//!
+//! **Revocation**: a delivery may carry a [`Revocation`] token. When the
+//! source cancels it (a Kafka rebalance took the partition, an AMQP channel
+//! died), the runtime stops the job and does not settle the message: the
+//! broker hands it to its new owner. Revoked jobs are counted.
+//!
+//! **Attempts** are the broker's delivery count where it keeps one (SQS
+//! `ApproximateReceiveCount`); elsewhere the source counts from 1 and the
+//! runtime adds one per in-process retry.
+//!
+//! # Building blocks
+//!
+//! [`common`] holds what several sources share: the contiguous-offset
+//! [watermark](common::Watermark) (files now, Kafka partitions next) and the
+//! [batcher](common::Batcher) that turns single settlements into batch calls
+//! (SQS deletes and visibility changes).
+//!
+//! # Adding a source
+//!
+//! A folder `sources/<name>/` with a config struct (serde,
+//! `deny_unknown_fields`, doc comment per field) that implements
+//! [`SourceConfig`], the source, and its acker; then one line in the
+//! `sources!` list in `config/registry.rs` and a cargo feature.
 
+pub mod common;
+#[cfg(feature = "file")]
 pub mod file;
+#[cfg(feature = "sqs")]
 pub mod sqs;
 
 use std::collections::BTreeMap;
@@ -21,26 +69,44 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
+pub use crate::component::{FieldError, SourceContext};
+use crate::formats::Format;
+pub use tokio_util::sync::CancellationToken as Revocation;
+
 /// One message as a source received it.
 #[derive(Clone, Debug, Default)]
 pub struct Message {
     /// The broker's id for the message (a line's byte offset for files).
     pub id: String,
-    /// The body, at most the pipeline's `max_body_bytes`.
+    /// The body. When `oversize` is set it may hold only a prefix.
     pub body: Bytes,
     /// Broker attributes/headers, exposed to templates as `message.attributes`.
     pub attributes: BTreeMap<String, String>,
     /// Which delivery this is: 1 the first time.
     pub attempt: u32,
     /// Set when the body was longer than `max_body_bytes`: its real length.
-    /// The body then holds only a prefix and the job is dead-lettered.
+    /// Such a job is dead-lettered without running.
     pub oversize: Option<u64>,
+    /// Messages with the same key run one at a time, in order.
+    pub key: Option<String>,
 }
 
 /// A received message and the means to settle it.
 pub struct Delivery {
     pub message: Message,
     pub acker: Box<dyn Acker>,
+    /// Cancelled by the source when the message is no longer its to settle.
+    pub revocation: Option<Revocation>,
+}
+
+impl Delivery {
+    pub fn new(message: Message, acker: Box<dyn Acker>) -> Delivery {
+        Delivery {
+            message,
+            acker,
+            revocation: None,
+        }
+    }
 }
 
 impl fmt::Debug for Delivery {
@@ -51,18 +117,39 @@ impl fmt::Debug for Delivery {
     }
 }
 
-/// Settles one message. Every method consumes the acker: a message is
-/// settled once.
-pub trait Acker: Send + 'static {
+/// Settles one message. The settling methods consume the acker: a message
+/// is settled once.
+pub trait Acker: Send + Sync + 'static {
     /// The job succeeded: remove the message for good.
     fn ack(self: Box<Self>) -> BoxFuture<'static, Result<(), SourceError>>;
-    /// Deliver the message again after `delay`, counting an attempt.
-    fn retry(self: Box<Self>, delay: Duration) -> BoxFuture<'static, Result<(), SourceError>>;
-    /// Park the message durably with `reason`; return only once it is stored.
-    fn dead_letter(self: Box<Self>, reason: String) -> BoxFuture<'static, Result<(), SourceError>>;
-    /// Hand the message back untouched (shutdown): it is delivered again as
-    /// soon as possible, without counting an attempt.
+    /// Deliver the message again after `delay`, counting an attempt. Called
+    /// only when the source's [`Capabilities::delayed_retry`] is set.
+    fn retry(self: Box<Self>, delay: Duration) -> BoxFuture<'static, Result<(), SourceError>> {
+        let _ = delay;
+        Box::pin(async { Err(SourceError::unsupported("delayed retry")) })
+    }
+    /// The dead-letter target stored the message: remove it for good.
+    fn remove(self: Box<Self>) -> BoxFuture<'static, Result<(), SourceError>>;
+    /// Hand the message back untouched: it is delivered again as soon as
+    /// possible, without counting an attempt where the broker allows.
     fn release(self: Box<Self>) -> BoxFuture<'static, Result<(), SourceError>>;
+    /// Keep the message leased for `lease` more (SQS visibility). Called by
+    /// the runtime's heartbeat when [`Capabilities::lease`] is set.
+    fn extend(&self, lease: Duration) -> BoxFuture<'static, Result<(), SourceError>> {
+        let _ = lease;
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// What a broker can do, which decides what the runtime does for it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The broker redelivers a message after a delay ([`Acker::retry`]).
+    /// Without it, retries wait in process, holding their slot.
+    pub delayed_retry: bool,
+    /// A received message is leased for this long; the runtime extends
+    /// the lease every third of it while the runtime holds the message.
+    pub lease: Option<Duration>,
 }
 
 /// What one call to [`Source::receive`] produced.
@@ -71,7 +158,8 @@ pub enum Received {
     /// Up to `max` deliveries; never empty.
     Deliveries(Vec<Delivery>),
     /// The source is exhausted and every message it gave out is settled
-    /// (a file read to its end). Brokers never end.
+    /// (a file read to its end; a queue found empty under
+    /// [`Source::stop_when_empty`]).
     End,
 }
 
@@ -87,6 +175,16 @@ pub trait Source: Send + 'static {
     /// must be flushed (checkpoints, batched deletes).
     fn close(&mut self) -> BoxFuture<'_, Result<(), SourceError>>;
 
+    /// What the broker can do; see [`Capabilities`].
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+
+    /// The source's own place for dead letters, if it has one.
+    fn dead_letters(&self) -> Option<Arc<dyn DeadLetterTarget>> {
+        None
+    }
+
     /// End (return [`Received::End`]) once the source has nothing to give
     /// and nothing is in flight, instead of waiting for more: Laravel's
     /// `queue:work --stop-when-empty`. Finite sources end anyway.
@@ -96,6 +194,27 @@ pub trait Source: Send + 'static {
     fn progress(&self) -> Option<Arc<SourceProgress>> {
         None
     }
+}
+
+/// A message that failed for good, on its way to a [`DeadLetterTarget`].
+#[derive(Debug)]
+pub struct DeadLetter<'a> {
+    /// The pipeline whose job failed.
+    pub pipeline: &'a str,
+    /// The message as received (the body may be a prefix when `oversize`).
+    pub message: &'a Message,
+    /// Attempts made, the last one included.
+    pub attempts: u32,
+    /// Why it failed.
+    pub reason: &'a str,
+}
+
+/// Where a pipeline's dead letters are stored. `store` returns only once the
+/// message is durably stored; the runtime removes it from the source after.
+pub trait DeadLetterTarget: Send + Sync + 'static {
+    fn store<'a>(&'a self, letter: DeadLetter<'a>) -> BoxFuture<'a, Result<(), SourceError>>;
+    /// Names the target in logs (`sqs://...-dlq`, `users.ndjson.failures`).
+    fn name(&self) -> String;
 }
 
 /// Bytes read of a finite input, updated by the source.
@@ -108,11 +227,70 @@ pub struct SourceProgress {
 
 /// A source's failure, saying what the runtime should do about it.
 #[derive(Debug, thiserror::Error)]
-pub enum SourceError {
+#[error("{message}")]
+pub struct SourceError {
+    pub kind: SourceErrorKind,
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+/// What the runtime does about a [`SourceError`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceErrorKind {
     /// A network blip or a broker hiccup: try again after a pause.
-    #[error("{0}")]
-    Transient(String),
+    Transient,
     /// Misconfiguration or a broken input: stop the pipeline.
-    #[error("{0}")]
-    Fatal(String),
+    Fatal,
+}
+
+impl SourceError {
+    /// A failure worth retrying.
+    pub fn transient(message: impl Into<String>) -> SourceError {
+        SourceError {
+            kind: SourceErrorKind::Transient,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A failure that stops the pipeline.
+    pub fn fatal(message: impl Into<String>) -> SourceError {
+        SourceError {
+            kind: SourceErrorKind::Fatal,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The same error with its cause attached.
+    pub fn with_source(
+        mut self,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> SourceError {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    fn unsupported(what: &str) -> SourceError {
+        SourceError::fatal(format!("this source does not support {what}"))
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.kind == SourceErrorKind::Transient
+    }
+}
+
+/// A `[pipeline.source]` table's type: checks itself and opens the source.
+/// Implemented by each source's config, in its own folder.
+pub trait SourceConfig: fmt::Debug + Send + Sync {
+    /// The envelope of the source's messages (its `format` field).
+    fn format(&self) -> Format;
+    /// Checks what can be checked without connecting; names the field.
+    fn check(&self) -> Result<(), FieldError>;
+    /// Connects and opens the source.
+    fn build<'a>(
+        &'a self,
+        cx: &'a SourceContext,
+    ) -> BoxFuture<'a, Result<Box<dyn Source>, SourceError>>;
 }

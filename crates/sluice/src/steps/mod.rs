@@ -4,18 +4,29 @@
 //!
 //! A step gets the job's shared state and either succeeds, having set the
 //! variables it is configured to set, or returns a [`JobError`] that says
-//! whether trying again could help.
+//! whether trying again could help. A pipeline's steps together are one
+//! [`Handler`]: [`Steps`], which decodes the body with the source's format
+//! and runs each step in order.
+//!
+//! Adding a step: a folder here with its config and the step, and one
+//! variant in [`StepConfig`].
 
 pub mod extract;
 pub mod fetch;
 pub mod http;
 pub mod template;
 
+use std::fmt;
+use std::time::Instant;
+
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use url::Url;
 
-use crate::runtime::job::{Job, JobError};
+pub use crate::component::{FieldError, StepContext};
+use crate::formats::Format;
+use crate::handler::Handler;
+use crate::job::{Job, JobError};
 
 /// One step of a pipeline.
 pub trait Step: Send + Sync + 'static {
@@ -35,39 +46,76 @@ pub enum StepConfig {
     Http(http::HttpConfig),
 }
 
-/// What a step needs to know about its pipeline when it is built.
-#[derive(Clone, Debug)]
-pub struct BuildContext {
-    /// The pipeline's job concurrency: no step has more in flight.
-    pub concurrency: usize,
-}
-
-/// A config value that cannot be used, naming the field within the step.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
-        FieldError {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
-
 impl StepConfig {
     /// Checks the config and builds the step.
-    pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Step>, FieldError> {
+    pub fn build(&self, cx: &StepContext) -> Result<Box<dyn Step>, FieldError> {
         Ok(match self {
             StepConfig::Extract(c) => Box::new(c.build()?),
             StepConfig::Fetch(c) => Box::new(c.build()?),
             StepConfig::Template(c) => Box::new(c.build()?),
             StepConfig::Http(c) => Box::new(c.build(cx)?),
         })
+    }
+}
+
+/// A pipeline's steps as one handler: decode the body, run each step.
+pub struct Steps {
+    format: Format,
+    steps: Vec<Box<dyn Step>>,
+    durations: Vec<metrics::Histogram>,
+}
+
+impl fmt::Debug for Steps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kinds: Vec<_> = self.steps.iter().map(|s| s.kind()).collect();
+        f.debug_struct("Steps")
+            .field("format", &self.format)
+            .field("steps", &kinds)
+            .finish()
+    }
+}
+
+impl Steps {
+    /// `steps` run in order on bodies in `format`; their run times go to
+    /// `sluice_step_duration_seconds{pipeline, step}`.
+    pub fn new(pipeline: &str, format: Format, steps: Vec<Box<dyn Step>>) -> Steps {
+        let durations = steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                metrics::histogram!(
+                    crate::telemetry::STEP_DURATION,
+                    "pipeline" => pipeline.to_owned(),
+                    "step" => format!("{}:{}", i + 1, s.kind())
+                )
+            })
+            .collect();
+        Steps {
+            format,
+            steps,
+            durations,
+        }
+    }
+
+    async fn run(&self, mut job: Job) -> Result<(), JobError> {
+        let envelope = self
+            .format
+            .decode(&job.body)
+            .map_err(|e| JobError::fail(format!("format {}: {e}", self.format.name())))?;
+        job.set_envelope(envelope);
+        for (i, step) in self.steps.iter().enumerate() {
+            let started = Instant::now();
+            let r = step.run(&mut job).await;
+            self.durations[i].record(started.elapsed());
+            r.map_err(|e| e.context(&format!("step {}", i + 1)))?;
+        }
+        Ok(())
+    }
+}
+
+impl Handler for Steps {
+    fn call(&self, job: Job) -> BoxFuture<'_, Result<(), JobError>> {
+        Box::pin(self.run(job))
     }
 }
 

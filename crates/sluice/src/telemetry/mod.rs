@@ -2,9 +2,13 @@
 //! `tracing` for logs. Nothing here exports anything: a recorder installed
 //! by the binary (or a later admin server) picks the metrics up.
 //!
+//! Each thing that happens to a job is one typed [event](events): its
+//! `emit` writes the log line and the count, once. The run report, the exit
+//! code and the metrics read those same counts ([`PipelineCounts`]).
+//!
 //! | metric | kind | labels |
 //! |---|---|---|
-//! | `sluice_jobs_total` | counter | `pipeline`, `outcome` = `succeeded` \| `retried` \| `dead_lettered` \| `released` |
+//! | `sluice_jobs_total` | counter | `pipeline`, `outcome` = `succeeded` \| `retried` \| `dead_lettered` \| `released` \| `revoked` \| `deferred` |
 //! | `sluice_jobs_in_flight` | gauge | `pipeline` |
 //! | `sluice_job_duration_seconds` | histogram | `pipeline` |
 //! | `sluice_step_duration_seconds` | histogram | `pipeline`, `step` (`1:extract`...) |
@@ -12,10 +16,11 @@
 //! | `sluice_received_total` | counter | `pipeline` |
 //! | `sluice_sqs_requests_total` | counter | `queue`, `op` = `receive` \| `empty_receive` \| `delete` \| `visibility` \| `send` |
 
-use metrics::{
-    Counter, Gauge, Histogram, counter, describe_counter, describe_gauge, describe_histogram,
-    gauge, histogram,
-};
+pub mod events;
+
+pub use events::{Event, PipelineCounts};
+
+use metrics::{describe_counter, describe_gauge, describe_histogram};
 
 pub const JOBS: &str = "sluice_jobs_total";
 pub const IN_FLIGHT: &str = "sluice_jobs_in_flight";
@@ -48,44 +53,6 @@ pub fn describe() {
         SQS_REQUESTS,
         "SQS API calls, by kind; empty_receive counts receives that returned nothing."
     );
-}
-
-/// One pipeline's metric handles, made once so a job costs no lookups.
-#[derive(Clone, Debug)]
-pub struct PipelineMetrics {
-    pub succeeded: Counter,
-    pub retried: Counter,
-    pub dead_lettered: Counter,
-    pub released: Counter,
-    pub settle_errors: Counter,
-    pub received: Counter,
-    pub in_flight: Gauge,
-    pub job_duration: Histogram,
-    pub step_duration: Vec<Histogram>,
-}
-
-impl PipelineMetrics {
-    pub fn new(pipeline: &str, steps: &[&'static str]) -> PipelineMetrics {
-        let p = pipeline.to_owned();
-        let outcome = |o: &'static str| counter!(JOBS, "pipeline" => p.clone(), "outcome" => o);
-        PipelineMetrics {
-            succeeded: outcome("succeeded"),
-            retried: outcome("retried"),
-            dead_lettered: outcome("dead_lettered"),
-            released: outcome("released"),
-            settle_errors: counter!(SETTLE_ERRORS, "pipeline" => p.clone()),
-            received: counter!(RECEIVED, "pipeline" => p.clone()),
-            in_flight: gauge!(IN_FLIGHT, "pipeline" => p.clone()),
-            job_duration: histogram!(JOB_DURATION, "pipeline" => p.clone()),
-            step_duration: steps
-                .iter()
-                .enumerate()
-                .map(|(i, kind)| {
-                    histogram!(STEP_DURATION, "pipeline" => p.clone(), "step" => format!("{}:{kind}", i + 1))
-                })
-                .collect(),
-        }
-    }
 }
 
 /// Logs to stderr; `RUST_LOG` overrides `default_level` (`info`, `warn`...).

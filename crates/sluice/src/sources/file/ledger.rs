@@ -25,6 +25,8 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::sources::common::Watermark;
+
 const HEADER: &str = "sluice-checkpoint 1";
 /// Rewrite the journal as a snapshot once it holds this many records.
 const COMPACT_EVERY: usize = 100_000;
@@ -112,10 +114,12 @@ impl Resume {
 pub enum Event {
     /// Lines at these offsets were handed out; reading is now at `read`.
     Received { offsets: Vec<u64>, read: u64 },
-    /// The line at this offset succeeded; answered once journaled.
+    /// The line at this offset is done (succeeded, or its failure was
+    /// stored); answered once journaled.
     Settled(u64, oneshot::Sender<io::Result<()>>),
-    /// The line failed for good: store it, then count it settled.
-    Failed {
+    /// The line failed for good: store it in the failures file, synced;
+    /// answered once stored. It stays unsettled until `Settled`.
+    StoreFailure {
         offset: u64,
         /// The line as read; None when it was too long to keep.
         line: Option<Bytes>,
@@ -156,8 +160,8 @@ pub fn spawn(
 
 struct Ledger {
     paths: Paths,
-    read: u64,
-    pending: BTreeSet<u64>,
+    /// Lines received and not settled, and how far reading got.
+    lines: Watermark,
     settled_above: BTreeSet<u64>,
     journal: Option<File>,
     records: usize,
@@ -172,8 +176,7 @@ impl Ledger {
     fn new(paths: Paths, resume: Resume) -> Ledger {
         Ledger {
             paths,
-            read: resume.read,
-            pending: resume.pending,
+            lines: Watermark::with_pending(resume.read, resume.pending),
             settled_above: resume.settled_above,
             journal: None,
             records: 0,
@@ -208,20 +211,18 @@ impl Ledger {
         let mut journal = String::new();
         let mut answers = Vec::new();
         let mut wrote_failures = false;
-        let mut stored = Vec::new();
         let mut close = None;
         for ev in batch.drain(..) {
             match ev {
                 Event::Received { offsets, read } => {
-                    self.pending.extend(offsets);
-                    self.read = self.read.max(read);
+                    self.lines.received(offsets, read);
                     self.settled_above.retain(|&o| o >= read);
                 }
                 Event::Settled(at, done) => {
                     self.settle(at, &mut journal);
                     answers.push((done, None));
                 }
-                Event::Failed {
+                Event::StoreFailure {
                     offset,
                     line,
                     attempts,
@@ -230,8 +231,6 @@ impl Ledger {
                 } => match self.store_failure(offset, line.as_deref(), attempts, &reason) {
                     Ok(()) => {
                         wrote_failures = true;
-                        stored.push(offset);
-                        self.settle(offset, &mut journal);
                         answers.push((done, None));
                     }
                     Err(e) => answers.push((done, Some(e.to_string()))),
@@ -248,9 +247,6 @@ impl Ledger {
         }
         if let Err(e) = &outcome {
             self.broken.get_or_insert_with(|| e.to_string());
-            // Not durably stored: these lines stay unsettled, so no later
-            // snapshot records them as done.
-            self.pending.extend(stored);
         }
         for (done, err) in answers {
             let err = err.or_else(|| self.broken.clone());
@@ -268,7 +264,7 @@ impl Ledger {
     }
 
     fn settle(&mut self, at: u64, journal: &mut String) {
-        self.pending.remove(&at);
+        self.lines.settled(at);
         if self.paths.checkpoint.is_some() {
             use std::fmt::Write as _;
             let _ = writeln!(journal, "settled {at}");
@@ -336,8 +332,8 @@ impl Ledger {
         let Some(path) = self.paths.checkpoint.clone() else {
             return Ok(());
         };
-        let mut text = format!("{HEADER}\nread {}\npending", self.read);
-        for p in &self.pending {
+        let mut text = format!("{HEADER}\nread {}\npending", self.lines.read());
+        for p in self.lines.pending() {
             text.push_str(&format!(" {p}"));
         }
         text.push('\n');

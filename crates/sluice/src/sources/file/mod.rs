@@ -15,32 +15,34 @@
 //! was stopped or killed starts again where it stopped, re-running only the
 //! lines that were unsettled. Lines that fail for good are appended, as they
 //! were, to the failures file (feed it back in as the next run's input), and
-//! their reasons to `<failures>.reasons`. Retries wait inside the source
-//! (there is no broker to hold them); at most `max_pending` lines are
-//! received and unsettled at once, which bounds memory.
+//! their reasons to `<failures>.reasons`: the failures file is the source's
+//! own dead-letter target. A file cannot delay a line, so retries wait in
+//! the runtime, each holding its job slot; at most `max_pending` lines are
+//! received and unsettled at once, which bounds memory. A line released at
+//! shutdown stays unsettled in the checkpoint and runs on the next start.
 
 mod ledger;
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+pub use ledger::Resume;
+
+use std::collections::VecDeque;
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 use tokio::sync::{Notify, mpsc, oneshot};
-use tokio::time::Instant;
 
-use super::{Acker, Delivery, Message, Received, Source, SourceError, SourceProgress};
+use super::{
+    Acker, DeadLetter, DeadLetterTarget, Delivery, FieldError, Message, Received, Source,
+    SourceConfig, SourceContext, SourceError, SourceProgress,
+};
 use crate::formats::Format;
-use crate::runtime::pipeline::Pipeline;
-use crate::steps::FieldError;
-use ledger::{Event, Paths, Resume};
+use ledger::{Event, Paths};
 
 /// `type = "file"`.
 #[derive(Debug, Deserialize)]
@@ -60,9 +62,57 @@ pub struct FileSourceConfig {
     /// Lines received and not yet settled (running or waiting to retry), at
     /// most. Default: twice the pipeline's concurrency.
     pub max_pending: Option<usize>,
+    /// A JSON pointer (`/user_id`) to each line's ordering key: lines with
+    /// the same key run one at a time, in file order. Default: none.
+    pub ordering_key: Option<String>,
+}
+
+/// Where lines are read from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// Standard input (`path = "-"`).
+    Stdin,
+    File(PathBuf),
+}
+
+/// Whether settled lines are recorded for a restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Checkpoint {
+    /// `checkpoint = ""`, or stdin: a restart runs everything again.
+    Off,
+    At(PathBuf),
+}
+
+impl SourceConfig for FileSourceConfig {
+    fn format(&self) -> Format {
+        self.format
+    }
+
+    fn check(&self) -> Result<(), FieldError> {
+        FileSourceConfig::check(self)
+    }
+
+    fn build<'a>(
+        &'a self,
+        cx: &'a SourceContext,
+    ) -> BoxFuture<'a, Result<Box<dyn Source>, SourceError>> {
+        Box::pin(async move { Ok(Box::new(FileSource::open(self, cx)?) as Box<dyn Source>) })
+    }
 }
 
 impl FileSourceConfig {
+    /// A config reading `path` (`-` for stdin) with every default.
+    pub fn new(path: impl Into<String>) -> FileSourceConfig {
+        FileSourceConfig {
+            path: path.into(),
+            format: Format::default(),
+            checkpoint: None,
+            failures: None,
+            max_pending: None,
+            ordering_key: None,
+        }
+    }
+
     /// Checks what can be checked without opening anything.
     pub fn check(&self) -> Result<(), FieldError> {
         if self.path.is_empty() {
@@ -77,22 +127,50 @@ impl FileSourceConfig {
                 "empty: failed lines need somewhere to go",
             ));
         }
+        if let Some(p) = &self.ordering_key {
+            if !(p.is_empty() || p.starts_with('/')) {
+                return Err(FieldError::new(
+                    "ordering_key",
+                    format!("`{p}` is not a JSON pointer: write it like \"/user_id\""),
+                ));
+            }
+        }
         if self.max_pending == Some(0) {
             return Err(FieldError::new("max_pending", "must be at least 1"));
         }
         Ok(())
     }
 
+    /// The input the `path` names.
+    pub fn input(&self) -> Input {
+        match self.path.as_str() {
+            "-" => Input::Stdin,
+            p => Input::File(PathBuf::from(p)),
+        }
+    }
+
     fn is_stdin(&self) -> bool {
-        self.path == "-"
+        self.input() == Input::Stdin
+    }
+
+    /// Where the checkpoint goes, if anywhere.
+    pub fn checkpoint(&self) -> Checkpoint {
+        match (&self.checkpoint, self.input()) {
+            (_, Input::Stdin) => Checkpoint::Off,
+            (Some(c), _) if c.is_empty() => Checkpoint::Off,
+            (Some(c), _) => Checkpoint::At(PathBuf::from(c)),
+            (None, Input::File(p)) => {
+                let mut c = p.into_os_string();
+                c.push(".checkpoint");
+                Checkpoint::At(c.into())
+            }
+        }
     }
 
     fn paths(&self) -> Paths {
-        let checkpoint = match (&self.checkpoint, self.is_stdin()) {
-            (_, true) => None,
-            (Some(c), _) if c.is_empty() => None,
-            (Some(c), _) => Some(PathBuf::from(c)),
-            (None, _) => Some(PathBuf::from(format!("{}.checkpoint", self.path))),
+        let checkpoint = match self.checkpoint() {
+            Checkpoint::Off => None,
+            Checkpoint::At(p) => Some(p),
         };
         let failures = match (&self.failures, self.is_stdin()) {
             (Some(f), _) => PathBuf::from(f),
@@ -106,38 +184,22 @@ impl FileSourceConfig {
     }
 }
 
-/// What the source and its ackers share.
+/// What the source, its ackers and its failures file share.
 struct Shared {
     ledger: mpsc::UnboundedSender<Event>,
     /// Lines handed out and not yet settled (acked or dead-lettered).
     unsettled: AtomicUsize,
-    /// Lines waiting to be delivered again, soonest first.
-    again: Mutex<BinaryHeap<Reverse<Again>>>,
-    /// Woken on every settlement and every retry.
+    /// Lines handed back (released), to deliver again first.
+    released: Mutex<VecDeque<Line>>,
+    /// Woken on every settlement and every release.
     wake: Notify,
     /// Set when a failed line could not be stored: the source stops.
     broken: Mutex<Option<String>>,
 }
 
-struct Again {
-    due: Instant,
-    line: Line,
-}
-
-impl PartialEq for Again {
-    fn eq(&self, other: &Again) -> bool {
-        (self.due, self.line.offset) == (other.due, other.line.offset)
-    }
-}
-impl Eq for Again {}
-impl PartialOrd for Again {
-    fn partial_cmp(&self, other: &Again) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Again {
-    fn cmp(&self, other: &Again) -> std::cmp::Ordering {
-        (self.due, self.line.offset).cmp(&(other.due, other.line.offset))
+impl Shared {
+    fn lock_released(&self) -> std::sync::MutexGuard<'_, VecDeque<Line>> {
+        self.released.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -172,15 +234,20 @@ pub struct FileSource {
     progress: Arc<SourceProgress>,
     ledger: Option<tokio::task::JoinHandle<()>>,
     name: String,
+    /// The failures file, for logs.
+    failures: String,
+    ordering_key: Option<String>,
 }
 
 impl FileSource {
     /// Opens the input, reads the checkpoint and starts the ledger.
-    pub fn open(cfg: &FileSourceConfig, pipeline: &Pipeline) -> Result<FileSource, SourceError> {
+    pub fn open(cfg: &FileSourceConfig, cx: &SourceContext) -> Result<FileSource, SourceError> {
         let paths = cfg.paths();
+        let failures_name = paths.failures.display().to_string();
         let resume = match &paths.checkpoint {
             Some(p) => Resume::load(p).map_err(|e| {
-                SourceError::Fatal(format!("cannot use the checkpoint `{}`: {e}", p.display()))
+                SourceError::fatal(format!("cannot use the checkpoint `{}`: {e}", p.display()))
+                    .with_source(e)
             })?,
             None => Resume::default(),
         };
@@ -189,11 +256,12 @@ impl FileSource {
         let reader: Box<dyn AsyncBufRead + Send + Unpin> = if cfg.is_stdin() {
             Box::new(BufReader::with_capacity(64 << 10, tokio::io::stdin()))
         } else {
-            let mut std_file = std::fs::File::open(&cfg.path)
-                .map_err(|e| SourceError::Fatal(format!("cannot open `{}`: {e}", cfg.path)))?;
+            let mut std_file = std::fs::File::open(&cfg.path).map_err(|e| {
+                SourceError::fatal(format!("cannot open `{}`: {e}", cfg.path)).with_source(e)
+            })?;
             let len = std_file.metadata().map(|m| m.len()).unwrap_or(0);
             if start > len {
-                return Err(SourceError::Fatal(format!(
+                return Err(SourceError::fatal(format!(
                     "the checkpoint says `{}` was read to byte {start}, but it has {len} bytes: \
                      it is not the file the checkpoint was made for; delete the checkpoint to start over",
                     cfg.path
@@ -207,7 +275,7 @@ impl FileSource {
                 );
                 use std::io::Seek;
                 std_file.seek(io::SeekFrom::Start(start)).map_err(|e| {
-                    SourceError::Fatal(format!("cannot seek in `{}`: {e}", cfg.path))
+                    SourceError::fatal(format!("cannot seek in `{}`: {e}", cfg.path))
                 })?;
             }
             let file = tokio::fs::File::from_std(std_file);
@@ -227,18 +295,20 @@ impl FileSource {
             ready: VecDeque::new(),
             resume,
             skipped: 0,
-            max_body: pipeline.max_body_bytes,
-            window: cfg.max_pending.unwrap_or(pipeline.concurrency * 2).max(1),
+            max_body: cx.max_body_bytes,
+            window: cfg.max_pending.unwrap_or(cx.concurrency * 2).max(1),
             shared: Arc::new(Shared {
                 ledger: tx,
                 unsettled: AtomicUsize::new(0),
-                again: Mutex::new(BinaryHeap::new()),
+                released: Mutex::new(VecDeque::new()),
                 wake: Notify::new(),
                 broken: Mutex::new(None),
             }),
             progress,
             ledger: Some(ledger),
             name: cfg.path.clone(),
+            failures: failures_name,
+            ordering_key: cfg.ordering_key.clone(),
         })
     }
 
@@ -334,31 +404,39 @@ impl FileSource {
             attributes: Default::default(),
             attempt: line.attempt,
             oversize: line.oversize,
+            key: self.key_of(&line.body),
         };
-        Delivery {
+        Delivery::new(
             message,
-            acker: Box::new(FileAcker {
+            Box::new(FileAcker {
                 line,
                 shared: self.shared.clone(),
+                done: false,
             }),
+        )
+    }
+
+    /// The line's ordering key: the value at the `ordering_key` pointer, as
+    /// text. A line without one (or not JSON) has none.
+    fn key_of(&self, body: &[u8]) -> Option<String> {
+        let pointer = self.ordering_key.as_deref()?;
+        let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+        match v.pointer(pointer)? {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Null => None,
+            other => Some(other.to_string()),
         }
     }
 
-    /// Lines due for another try, up to `max`.
-    fn take_due(&self, max: usize, out: &mut Vec<Delivery>) -> Option<Instant> {
-        let now = Instant::now();
-        let mut again = self.shared.again.lock().unwrap_or_else(|p| p.into_inner());
+    /// Released lines, up to `max`: they are still unsettled.
+    fn take_released(&self, max: usize, out: &mut Vec<Delivery>) {
+        let mut released = self.shared.lock_released();
         while out.len() < max {
-            match again.peek() {
-                Some(Reverse(a)) if a.due <= now => {
-                    let Reverse(a) = again.pop().expect("peeked");
-                    out.push(self.deliver(a.line));
-                }
-                Some(Reverse(a)) => return Some(a.due),
-                None => return None,
-            }
+            let Some(line) = released.pop_front() else {
+                break;
+            };
+            out.push(self.deliver(line));
         }
-        again.peek().map(|Reverse(a)| a.due)
     }
 
     async fn next(&mut self, max: usize) -> Result<Received, SourceError> {
@@ -374,12 +452,13 @@ impl FileSource {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone()
             {
-                return Err(SourceError::Fatal(why));
+                return Err(SourceError::fatal(why));
             }
             let mut out = Vec::new();
-            let next_due = self.take_due(max, &mut out);
+            self.take_released(max, &mut out);
             let unsettled = shared.unsettled.load(Relaxed);
-            let room = self.window.saturating_sub(unsettled + out.len());
+            // Released lines are counted in `unsettled` already.
+            let room = self.window.saturating_sub(unsettled);
             let take = room.min(max - out.len()).min(self.ready.len());
             let fresh: Vec<Line> = self.ready.drain(..take).collect();
             if !fresh.is_empty() {
@@ -392,7 +471,7 @@ impl FileSource {
             if !out.is_empty() {
                 return Ok(Received::Deliveries(out));
             }
-            let idle = shared.unsettled.load(Relaxed) == 0 && next_due.is_none();
+            let idle = shared.unsettled.load(Relaxed) == 0;
             if self.eof && self.ready.is_empty() && idle {
                 if self.skipped > 0 {
                     tracing::info!(input = %self.name, skipped = self.skipped, "skipped lines the checkpoint marks as settled");
@@ -400,17 +479,10 @@ impl FileSource {
                 return Ok(Received::End);
             }
             let can_read = !self.eof && room > 0 && self.ready.is_empty();
-            let sleep = async {
-                match next_due {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 r = self.read_some(max), if can_read => {
-                    r.map_err(|e| SourceError::Fatal(format!("reading `{}` failed: {e}", self.name)))?;
+                    r.map_err(|e| SourceError::fatal(format!("reading `{}` failed: {e}", self.name)).with_source(e))?;
                 }
-                _ = sleep => {}
                 _ = notified => {}
             }
         }
@@ -442,14 +514,22 @@ impl Source for FileSource {
             let _ = self.shared.ledger.send(Event::Close(tx));
             let r = rx
                 .await
-                .map_err(|_| SourceError::Fatal("the checkpoint writer stopped".into()))?;
+                .map_err(|_| SourceError::fatal("the checkpoint writer stopped"))?;
             if let Some(h) = self.ledger.take() {
                 let _ = h.await;
             }
             r.map_err(|e| {
-                SourceError::Fatal(format!("writing the checkpoint or failures failed: {e}"))
+                SourceError::fatal(format!("writing the checkpoint or failures failed: {e}"))
+                    .with_source(e)
             })
         })
+    }
+
+    fn dead_letters(&self) -> Option<Arc<dyn DeadLetterTarget>> {
+        Some(Arc::new(FailuresFile {
+            shared: self.shared.clone(),
+            name: self.failures.clone(),
+        }))
     }
 
     fn progress(&self) -> Option<Arc<SourceProgress>> {
@@ -461,91 +541,106 @@ impl Source for FileSource {
 struct FileAcker {
     line: Line,
     shared: Arc<Shared>,
+    /// Settled, released, or on its way to be: nothing to do when dropped.
+    done: bool,
+}
+
+impl Drop for FileAcker {
+    fn drop(&mut self) {
+        if !self.done {
+            // Dropped unsettled (revoked): the line stays unsettled in the
+            // checkpoint, so the next start runs it; this run stops
+            // waiting for it.
+            self.shared.unsettled.fetch_sub(1, Relaxed);
+            self.shared.wake.notify_one();
+        }
+    }
 }
 
 impl FileAcker {
-    fn settled(&self) {
+    /// Journals the line as settled; the slot stays taken until then, so a
+    /// kill -9 re-runs at most what was in flight.
+    async fn settle(mut self) -> Result<(), SourceError> {
+        self.done = true;
+        let (done, written) = oneshot::channel();
+        let stopped = || SourceError::fatal("the checkpoint writer stopped");
+        self.shared
+            .ledger
+            .send(Event::Settled(self.line.offset, done))
+            .map_err(|_| stopped())?;
+        let r = written.await.map_err(|_| stopped())?;
         self.shared.unsettled.fetch_sub(1, Relaxed);
         self.shared.wake.notify_one();
-    }
-
-    fn again(self, delay: Duration, attempt: u32) {
-        let FileAcker { mut line, shared } = self;
-        line.attempt = attempt;
-        shared
-            .again
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Reverse(Again {
-                due: Instant::now() + delay,
-                line,
-            }));
-        shared.wake.notify_one();
+        r.map_err(|e| {
+            SourceError::fatal(format!("could not write the checkpoint: {e}")).with_source(e)
+        })
     }
 }
 
 impl Acker for FileAcker {
     fn ack(self: Box<Self>) -> BoxFuture<'static, Result<(), SourceError>> {
-        Box::pin(async move {
-            // Wait for the settlement to be journaled: the slot stays taken
-            // until then, so a kill -9 re-runs at most what was in flight.
-            let (done, written) = oneshot::channel();
-            let stopped = || SourceError::Fatal("the checkpoint writer stopped".into());
-            self.shared
-                .ledger
-                .send(Event::Settled(self.line.offset, done))
-                .map_err(|_| stopped())?;
-            let r = written.await.map_err(|_| stopped())?;
-            self.settled();
-            r.map_err(|e| SourceError::Fatal(format!("could not write the checkpoint: {e}")))
-        })
+        Box::pin(self.settle())
     }
 
-    fn retry(self: Box<Self>, delay: Duration) -> BoxFuture<'static, Result<(), SourceError>> {
-        let next = self.line.attempt.saturating_add(1);
-        (*self).again(delay, next);
+    fn remove(self: Box<Self>) -> BoxFuture<'static, Result<(), SourceError>> {
+        Box::pin(self.settle())
+    }
+
+    fn release(mut self: Box<Self>) -> BoxFuture<'static, Result<(), SourceError>> {
+        self.done = true;
+        let line = self.line.clone();
+        self.shared.lock_released().push_back(line);
+        self.shared.wake.notify_one();
         Box::pin(std::future::ready(Ok(())))
     }
+}
 
-    fn dead_letter(self: Box<Self>, reason: String) -> BoxFuture<'static, Result<(), SourceError>> {
+/// The failures file (and its `.reasons`): the file source's dead letters.
+struct FailuresFile {
+    shared: Arc<Shared>,
+    name: String,
+}
+
+impl DeadLetterTarget for FailuresFile {
+    fn store<'a>(&'a self, letter: DeadLetter<'a>) -> BoxFuture<'a, Result<(), SourceError>> {
         Box::pin(async move {
+            let stopped = || SourceError::fatal("the failures writer stopped");
+            let offset: u64 = letter.message.id.parse().map_err(|_| {
+                SourceError::fatal(format!(
+                    "`{}` is not a line of this file; the failures file takes only its own lines",
+                    letter.message.id
+                ))
+            })?;
+            let m = letter.message;
+            let line = m.oversize.is_none().then(|| m.body.clone());
             let (done, stored) = oneshot::channel();
-            let line = self.line.oversize.is_none().then(|| self.line.body.clone());
             self.shared
                 .ledger
-                .send(Event::Failed {
-                    offset: self.line.offset,
+                .send(Event::StoreFailure {
+                    offset,
                     line,
-                    attempts: self.line.attempt,
-                    reason,
+                    attempts: letter.attempts,
+                    reason: letter.reason.to_owned(),
                     done,
                 })
-                .map_err(|_| SourceError::Fatal("the failures writer stopped".into()))?;
-            let r = stored
-                .await
-                .map_err(|_| SourceError::Fatal("the failures writer stopped".into()))?;
-            match r {
-                Ok(()) => {
-                    self.settled();
-                    Ok(())
-                }
+                .map_err(|_| stopped())?;
+            match stored.await.map_err(|_| stopped())? {
+                Ok(()) => Ok(()),
                 Err(e) => {
                     // Not stored: the line stays unsettled, so the
                     // checkpoint never passes it and it runs again on the
                     // next start; this run stops taking new lines.
-                    let why = format!("could not write the failures file: {e}");
+                    let why = format!("could not write the failures file `{}`: {e}", self.name);
                     *self.shared.broken.lock().unwrap_or_else(|p| p.into_inner()) =
                         Some(why.clone());
                     self.shared.wake.notify_one();
-                    Err(SourceError::Fatal(why))
+                    Err(SourceError::fatal(why).with_source(e))
                 }
             }
         })
     }
 
-    fn release(self: Box<Self>) -> BoxFuture<'static, Result<(), SourceError>> {
-        let attempt = self.line.attempt;
-        (*self).again(Duration::ZERO, attempt);
-        Box::pin(std::future::ready(Ok(())))
+    fn name(&self) -> String {
+        self.name.clone()
     }
 }

@@ -17,23 +17,27 @@
 //!   requests a minute.
 //! - Deletes go in batches of 10 (`DeleteMessageBatch`), sent when full,
 //!   when nothing else is running, or after a second; an entry that fails in
-//!   a batch is retried alone and never reported as deleted.
-//! - While a job runs longer than half the visibility timeout its message's
-//!   visibility is extended, so it is never handed to a second worker.
+//!   a batch is retried alone and never reported as deleted. Visibility
+//!   changes are batched the same way.
+//! - The lease is the visibility timeout: the runtime's heartbeat extends
+//!   it every third of it while sluice holds the message, so it is never handed to a second
+//!   worker.
 //! - Retries set the message's visibility to the backoff delay; the attempt
 //!   number is SQS's `ApproximateReceiveCount`.
-//! - Dead letters go to `dead_letter_queue_url` (with the reason in the
-//!   `sluice_dead_letter_reason` attribute) and are then deleted; without
-//!   one, the queue's redrive policy moves them after `maxReceiveCount`.
-//! - At shutdown every message received but not settled is made visible
-//!   again at once.
-//! - FIFO queues (`.fifo`): one message per `MessageGroupId` in flight.
+//! - Dead letters go to `dead_letter_queue_url`, or else to the queue its
+//!   redrive policy names, sent by sluice itself (with the reason in the
+//!   `sluice_dead_letter_reason` attribute, the pipeline and the attempts);
+//!   only once stored is the message deleted.
+//! - At shutdown (release) a message is made visible again at once.
+//! - FIFO queues (`.fifo`): the `MessageGroupId` is the ordering key, so one
+//!   message per group runs at a time, in order; when one is retried, the
+//!   ones received behind it are released to stay behind it.
 
 mod settle;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
@@ -44,11 +48,13 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use serde::Deserialize;
 
-use super::{Delivery, Message, Received, Source, SourceError};
+use super::common::{BatchOptions, Batcher};
+use super::{
+    Capabilities, DeadLetterTarget, Delivery, FieldError, Message, Received, Source, SourceConfig,
+    SourceContext, SourceError,
+};
 use crate::formats::Format;
-use crate::runtime::pipeline::Pipeline;
-use crate::steps::FieldError;
-use settle::{DeadLetters, Pending, Shared, SqsAcker, describe};
+use settle::{DeadLetterQueue, Shared, SqsAcker, describe};
 
 /// How long `close` waits for receives in flight to answer.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
@@ -95,6 +101,23 @@ fn default_pollers() -> usize {
 }
 fn default_delete_batches_in_flight() -> usize {
     8
+}
+
+impl SourceConfig for SqsSourceConfig {
+    fn format(&self) -> Format {
+        self.format
+    }
+
+    fn check(&self) -> Result<(), FieldError> {
+        SqsSourceConfig::check(self)
+    }
+
+    fn build<'a>(
+        &'a self,
+        cx: &'a SourceContext,
+    ) -> BoxFuture<'a, Result<Box<dyn Source>, SourceError>> {
+        Box::pin(async move { Ok(Box::new(SqsSource::open(self, cx).await?) as Box<dyn Source>) })
+    }
 }
 
 impl SqsSourceConfig {
@@ -158,6 +181,7 @@ type Poll = BoxFuture<'static, (usize, Result<Vec<aws_sdk_sqs::types::Message>, 
 /// The running source.
 pub struct SqsSource {
     shared: Arc<Shared>,
+    dead_letters: Arc<DeadLetterQueue>,
     wait_time_secs: i32,
     pollers: usize,
     /// Pollers allowed now: one after an empty receive, all after a full one.
@@ -168,7 +192,7 @@ pub struct SqsSource {
     /// Messages asked for by the polls in flight.
     asked: usize,
     /// Received beyond what the last call could take.
-    extra: VecDeque<Pending>,
+    extra: VecDeque<Delivery>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     stop_when_empty: bool,
 }
@@ -176,18 +200,45 @@ pub struct SqsSource {
 impl std::fmt::Debug for SqsSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqsSource")
-            .field("queue_url", &self.shared.queue_url)
+            .field("queue_url", &self.shared.api.queue_url)
             .finish_non_exhaustive()
     }
 }
 
+/// The queue a redrive policy sends to, as a URL.
+async fn redrive_target(client: &Client, policy: &str) -> Result<String, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(policy).map_err(|e| format!("unreadable RedrivePolicy: {e}"))?;
+    let arn = v
+        .get("deadLetterTargetArn")
+        .and_then(|a| a.as_str())
+        .ok_or("the RedrivePolicy has no deadLetterTargetArn")?;
+    // arn:aws:sqs:<region>:<account>:<name>
+    let parts: Vec<&str> = arn.split(':').collect();
+    let [_, _, _, _, account, name] = parts[..] else {
+        return Err(format!("`{arn}` is not an SQS queue ARN"));
+    };
+    let out = client
+        .get_queue_url()
+        .queue_name(name)
+        .queue_owner_aws_account_id(account)
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot find the redrive policy's queue `{arn}`: {}",
+                describe(&e)
+            )
+        })?;
+    out.queue_url()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("no URL for the redrive policy's queue `{arn}`"))
+}
+
 impl SqsSource {
-    /// Connects, reads the queue's attributes and starts the deleter and
-    /// the visibility heartbeat.
-    pub async fn open(
-        cfg: &SqsSourceConfig,
-        pipeline: &Pipeline,
-    ) -> Result<SqsSource, SourceError> {
+    /// Connects, reads the queue's attributes, finds the dead-letter queue
+    /// and starts the batchers.
+    pub async fn open(cfg: &SqsSourceConfig, cx: &SourceContext) -> Result<SqsSource, SourceError> {
         let client = client(cfg).await;
         let attrs = client
             .get_queue_attributes()
@@ -197,7 +248,7 @@ impl SqsSource {
             .send()
             .await
             .map_err(|e| {
-                SourceError::Fatal(format!(
+                SourceError::fatal(format!(
                     "cannot read the attributes of `{}`: {}; check queue_url, region, endpoint and credentials",
                     cfg.queue_url,
                     describe(&e)
@@ -212,14 +263,19 @@ impl SqsSource {
             cfg.visibility_timeout_secs
                 .map_or(queue_visibility, u64::from),
         );
-        let dead_letters = match (
+        let dlq = match (
             &cfg.dead_letter_queue_url,
-            attrs.contains_key(&QueueAttributeName::RedrivePolicy),
+            attrs.get(&QueueAttributeName::RedrivePolicy),
         ) {
-            (Some(dlq), _) => DeadLetters::Queue(dlq.clone()),
-            (None, true) => DeadLetters::Redrive,
-            (None, false) => {
-                return Err(SourceError::Fatal(format!(
+            (Some(dlq), _) => dlq.clone(),
+            (None, Some(policy)) => redrive_target(&client, policy).await.map_err(|e| {
+                SourceError::fatal(format!(
+                    "`{}`: {e}; set dead_letter_queue_url instead",
+                    cfg.queue_url
+                ))
+            })?,
+            (None, None) => {
+                return Err(SourceError::fatal(format!(
                     "`{}` has no redrive policy and no dead_letter_queue_url is set, so failed \
                      messages would have nowhere to go: set dead_letter_queue_url, or give the \
                      queue a redrive policy",
@@ -227,24 +283,55 @@ impl SqsSource {
                 )));
             }
         };
-        let (shared, deletes) = Shared::new(
+        let out = Arc::new(AtomicUsize::new(0));
+        let batch = |in_flight: usize, linger: Duration| {
+            let out = out.clone();
+            BatchOptions {
+                max_batch: 10,
+                linger,
+                in_flight,
+                // Every message handed out is settling: nothing else is coming.
+                flush_now: Some(Arc::new(move || out.load(Relaxed) == 0)),
+            }
+        };
+        let api = Arc::new(settle::Api {
             client,
-            cfg.queue_url.clone(),
-            visibility,
-            dead_letters,
-            cfg.delete_batches_in_flight,
+            queue_url: cfg.queue_url.clone(),
+            requests: settle::Requests::new(&cfg.queue_url),
+        });
+        let (deletes, deleter) = Batcher::spawn(
+            batch(cfg.delete_batches_in_flight, Duration::from_secs(1)),
+            {
+                let api = api.clone();
+                move |receipts| settle::delete_batch(api.clone(), receipts)
+            },
         );
-        let tasks = vec![
-            tokio::spawn(settle::run_deleter(shared.clone(), deletes)),
-            tokio::spawn(settle::run_heartbeat(shared.clone())),
-        ];
+        // Lease extensions cannot wait long: a visibility change lingers
+        // 50 ms at most for company.
+        let (visibilities, changer) = Batcher::spawn(batch(8, Duration::from_millis(50)), {
+            let api = api.clone();
+            move |changes| settle::visibility_batch(api.clone(), changes)
+        });
+        let shared = Arc::new(Shared {
+            api,
+            visibility,
+            out,
+            deletes,
+            visibilities,
+            originals: Default::default(),
+        });
+        let tasks = vec![deleter, changer];
         Ok(SqsSource {
+            dead_letters: Arc::new(DeadLetterQueue {
+                shared: shared.clone(),
+                url: dlq,
+            }),
             shared,
             wait_time_secs: cfg.wait_time_secs as i32,
             pollers: cfg.pollers,
             active_pollers: cfg.pollers,
             fifo: cfg.queue_url.ends_with(".fifo"),
-            max_body: pipeline.max_body_bytes,
+            max_body: cx.max_body_bytes,
             polls: FuturesUnordered::new(),
             asked: 0,
             extra: VecDeque::new(),
@@ -258,11 +345,12 @@ impl SqsSource {
         let wait = self.wait_time_secs;
         let visibility = shared.visibility.as_secs().clamp(1, 43_200) as i32;
         Box::pin(async move {
-            shared.requests.receive.add();
+            shared.api.requests.receive.add();
             let r = shared
+                .api
                 .client
                 .receive_message()
-                .queue_url(&shared.queue_url)
+                .queue_url(&shared.api.queue_url)
                 .max_number_of_messages(n as i32)
                 .wait_time_seconds(wait)
                 .visibility_timeout(visibility)
@@ -273,13 +361,13 @@ impl SqsSource {
                 .await
                 .map(|out| out.messages.unwrap_or_default())
                 .map_err(|e| {
-                    SourceError::Transient(format!("ReceiveMessage failed: {}", describe(&e)))
+                    SourceError::transient(format!("ReceiveMessage failed: {}", describe(&e)))
                 });
             (n, r)
         })
     }
 
-    fn pending(&self, m: aws_sdk_sqs::types::Message) -> Option<Pending> {
+    fn delivery(&self, m: aws_sdk_sqs::types::Message) -> Option<Delivery> {
         let id = m.message_id?;
         let receipt = m.receipt_handle?;
         let body = Bytes::from(m.body.unwrap_or_default());
@@ -299,88 +387,45 @@ impl SqsSource {
         if let Some(g) = &group {
             attributes.insert("MessageGroupId".into(), g.clone());
         }
-        let full = body.clone();
+        // SQS bodies are at most 256 KiB: the whole body is kept, for the
+        // dead-letter queue, and the job refuses to run an oversize one.
         let len = body.len() as u64;
-        let (body, oversize) = if len > self.max_body {
-            (body.slice(..self.max_body as usize), Some(len))
-        } else {
-            (body, None)
-        };
-        self.shared.lease(&receipt);
-        Some(Pending {
-            message: Message {
+        let oversize = (len > self.max_body).then_some(len);
+        if !message_attributes.is_empty() {
+            self.shared
+                .originals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.clone(), message_attributes);
+        }
+        Some(Delivery::new(
+            Message {
                 id: id.clone(),
-                body: body.clone(),
+                body,
                 attributes,
                 attempt,
                 oversize,
+                key: if self.fifo { group } else { None },
             },
-            acker: SqsAcker {
+            Box::new(SqsAcker {
                 shared: self.shared.clone(),
                 id,
                 receipt,
-                group: if self.fifo { group } else { None },
-                // The whole body, for the dead-letter queue.
-                body: full,
-                attributes: message_attributes,
-            },
-        })
-    }
-
-    /// Files a received message: ready to run, or (FIFO) behind another of
-    /// its group.
-    fn file(&mut self, p: Pending) {
-        if let Some(g) = &p.acker.group {
-            let mut groups = self.shared.groups.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(waiting) = groups.get_mut(g) {
-                waiting.push_back(p);
-                return;
-            }
-            groups.insert(g.clone(), VecDeque::new());
-        }
-        self.extra.push_back(p);
+                begun: Default::default(),
+            }),
+        ))
     }
 
     /// Nothing received is waiting or running.
     fn is_idle(&self) -> bool {
-        self.extra.is_empty()
-            && self.shared.out.load(Relaxed) == 0
-            && self
-                .shared
-                .ready
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_empty()
-            && self
-                .shared
-                .groups
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_empty()
+        self.extra.is_empty() && self.shared.out.load(Relaxed) == 0
     }
 
     fn take(&mut self, max: usize) -> Vec<Delivery> {
-        let mut out = Vec::new();
-        {
-            let mut ready = self.shared.ready.lock().unwrap_or_else(|e| e.into_inner());
-            while out.len() < max {
-                let Some(p) = ready.pop_front() else { break };
-                out.push(p);
-            }
-        }
-        while out.len() < max {
-            let Some(p) = self.extra.pop_front() else {
-                break;
-            };
-            out.push(p);
-        }
+        let n = max.min(self.extra.len());
+        let out: Vec<Delivery> = self.extra.drain(..n).collect();
         self.shared.out.fetch_add(out.len(), Relaxed);
-        out.into_iter()
-            .map(|p| Delivery {
-                message: p.message,
-                acker: Box::new(p.acker),
-            })
-            .collect()
+        out
     }
 
     async fn next(&mut self, max: usize) -> Result<Received, SourceError> {
@@ -396,30 +441,26 @@ impl SqsSource {
                 let poll = self.poll(n);
                 self.polls.push(poll);
             }
-            let shared = self.shared.clone();
-            let woken = shared.wake.notified();
-            tokio::select! {
-                Some((n, r)) = self.polls.next(), if !self.polls.is_empty() => {
-                    self.asked -= n;
-                    let msgs = r?;
-                    if msgs.is_empty() {
-                        self.shared.requests.empty_receive.add();
-                        self.active_pollers = 1;
-                        if self.stop_when_empty && self.is_idle() {
-                            return Ok(Received::End);
-                        }
-                        continue;
-                    }
-                    if msgs.len() == n {
-                        self.active_pollers = self.pollers;
-                    }
-                    for m in msgs {
-                        if let Some(p) = self.pending(m) {
-                            self.file(p);
-                        }
-                    }
+            let Some((n, r)) = self.polls.next().await else {
+                continue;
+            };
+            self.asked -= n;
+            let msgs = r?;
+            if msgs.is_empty() {
+                self.shared.api.requests.empty_receive.add();
+                self.active_pollers = 1;
+                if self.stop_when_empty && self.is_idle() {
+                    return Ok(Received::End);
                 }
-                _ = woken => {}
+                continue;
+            }
+            if msgs.len() == n {
+                self.active_pollers = self.pollers;
+            }
+            for m in msgs {
+                if let Some(d) = self.delivery(m) {
+                    self.extra.push_back(d);
+                }
             }
         }
     }
@@ -428,6 +469,17 @@ impl SqsSource {
 impl Source for SqsSource {
     fn receive(&mut self, max: usize) -> BoxFuture<'_, Result<Received, SourceError>> {
         Box::pin(self.next(max.max(1)))
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            delayed_retry: true,
+            lease: Some(self.shared.visibility),
+        }
+    }
+
+    fn dead_letters(&self) -> Option<Arc<dyn DeadLetterTarget>> {
+        Some(self.dead_letters.clone())
     }
 
     fn stop_when_empty(&mut self) {
@@ -444,35 +496,23 @@ impl Source for SqsSource {
             let _ = tokio::time::timeout(CLOSE_WAIT, async {
                 while let Some((_, r)) = polls.next().await {
                     for m in r.unwrap_or_default() {
-                        if let Some(p) = self.pending(m) {
-                            self.extra.push_back(p);
+                        if let Some(d) = self.delivery(m) {
+                            self.extra.push_back(d);
                         }
                     }
                 }
             })
             .await;
-            let mut held: Vec<Pending> = self.extra.drain(..).collect();
-            held.extend(
-                self.shared
-                    .ready
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .drain(..),
-            );
-            let groups: HashMap<_, _> =
-                std::mem::take(&mut *self.shared.groups.lock().unwrap_or_else(|e| e.into_inner()));
-            held.extend(groups.into_values().flatten());
-            // No visibility extension may land after a release to 0.
-            for t in self.tasks.drain(..) {
-                t.abort();
-            }
-            for p in held {
-                self.shared.release_later(p.acker.receipt);
-            }
-            let released = self.shared.flush_releases().await;
-            let r = &self.shared.requests;
+            let held: Vec<Delivery> = self.extra.drain(..).collect();
+            self.shared.out.fetch_add(held.len(), Relaxed);
+            let releases = held.into_iter().map(|d| d.acker.release());
+            let released: Result<Vec<()>, SourceError> = futures::future::join_all(releases)
+                .await
+                .into_iter()
+                .collect();
+            let r = &self.shared.api.requests;
             tracing::info!(
-                queue = %self.shared.queue_url,
+                queue = %self.shared.api.queue_url,
                 receive = r.receive.get(),
                 empty_receive = r.empty_receive.get(),
                 delete = r.delete.get(),
@@ -480,7 +520,7 @@ impl Source for SqsSource {
                 send = r.send.get(),
                 "sqs requests"
             );
-            released
+            released.map(|_| ())
         })
     }
 }

@@ -1,7 +1,7 @@
-//! Settling SQS messages: batched deletes, visibility changes for retries
-//! and releases, the visibility heartbeat, and dead letters.
+//! Settling SQS messages: batched deletes and batched visibility changes
+//! (retries, releases, lease extensions), and the dead-letter queue.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,22 +10,10 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, MessageAttributeValue,
 };
-use bytes::Bytes;
 use futures::future::BoxFuture;
-use tokio::sync::{Notify, mpsc, oneshot};
-use tokio::time::Instant;
 
-use crate::sources::{Acker, Message, SourceError};
-
-/// Where dead letters go.
-#[derive(Clone, Debug)]
-pub enum DeadLetters {
-    /// Send to this queue, then delete from the source queue.
-    Queue(String),
-    /// Make the message visible again; the queue's redrive policy moves it
-    /// to its dead-letter queue after `maxReceiveCount` receives.
-    Redrive,
-}
+use crate::sources::common::Batcher;
+use crate::sources::{Acker, DeadLetter, DeadLetterTarget, SourceError};
 
 /// SQS calls by kind: `sluice_sqs_requests_total{queue, op}` through the
 /// metrics facade, and a local count for the log line at close (the
@@ -41,7 +29,7 @@ pub struct Requests {
 }
 
 impl Requests {
-    fn new(queue_url: &str) -> Requests {
+    pub fn new(queue_url: &str) -> Requests {
         let tally = |op: &'static str| Tally {
             n: AtomicU64::new(0),
             metric: metrics::counter!(crate::telemetry::SQS_REQUESTS, "queue" => queue_url.to_owned(), "op" => op),
@@ -56,7 +44,8 @@ impl Requests {
     }
 }
 
-/// One kind of request, counted twice.
+/// One kind of request: the metric, and the same count kept for the
+/// summary line at close.
 #[derive(Debug)]
 pub struct Tally {
     n: AtomicU64,
@@ -74,267 +63,65 @@ impl Tally {
     }
 }
 
-/// A message's lease, keyed by its receipt handle (unique per receive, so
-/// a message delivered twice has two leases): extended while its job runs.
-struct Lease {
-    extend_at: Instant,
-}
+/// A visibility change: the receipt, and the seconds from now.
+pub type Visibility = (String, i32);
 
-/// What the source, its ackers and its background tasks share.
-pub struct Shared {
+/// The queue's client, URL and request counts: what a batch call needs.
+#[derive(Debug)]
+pub struct Api {
     pub client: Client,
     pub queue_url: String,
-    pub visibility: Duration,
-    pub dead_letters: DeadLetters,
     pub requests: Requests,
-    /// DeleteMessageBatch calls in flight at most.
-    pub delete_batches_in_flight: usize,
+}
+
+/// What the source, its ackers and its dead-letter queue share.
+pub struct Shared {
+    pub api: Arc<Api>,
+    pub visibility: Duration,
     /// Delivered and not yet being settled.
-    pub out: AtomicUsize,
-    leases: Mutex<HashMap<String, Lease>>,
-    deletes: mpsc::UnboundedSender<PendingDelete>,
-    /// Receipts to make visible again at once (released at shutdown).
-    to_release: Mutex<Vec<String>>,
-    /// FIFO: groups with a message in flight, and the messages received
-    /// behind it, waiting their turn.
-    pub groups: Mutex<HashMap<String, VecDeque<Pending>>>,
-    /// FIFO: followers whose turn came, for the next receive.
-    pub ready: Mutex<VecDeque<Pending>>,
-    pub wake: Notify,
-}
-
-/// A received message not yet handed to the runtime.
-pub struct Pending {
-    pub message: Message,
-    pub acker: SqsAcker,
-}
-
-pub struct PendingDelete {
-    receipt: String,
-    done: oneshot::Sender<Result<(), String>>,
+    pub out: Arc<AtomicUsize>,
+    pub deletes: Batcher<String>,
+    pub visibilities: Batcher<Visibility>,
+    /// The typed message attributes of messages in flight, by message id,
+    /// so a dead letter carries them as they came.
+    pub originals: Mutex<HashMap<String, HashMap<String, MessageAttributeValue>>>,
 }
 
 impl Shared {
-    pub fn new(
-        client: Client,
-        queue_url: String,
-        visibility: Duration,
-        dead_letters: DeadLetters,
-        delete_batches_in_flight: usize,
-    ) -> (Arc<Shared>, mpsc::UnboundedReceiver<PendingDelete>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let requests = Requests::new(&queue_url);
-        let shared = Arc::new(Shared {
-            client,
-            queue_url,
-            visibility,
-            dead_letters,
-            requests,
-            delete_batches_in_flight,
-            out: AtomicUsize::new(0),
-            leases: Mutex::default(),
-            deletes: tx,
-            to_release: Mutex::default(),
-            groups: Mutex::default(),
-            ready: Mutex::default(),
-            wake: Notify::new(),
-        });
-        (shared, rx)
-    }
-
-    /// Starts the lease on a received message.
-    pub fn lease(&self, receipt: &str) {
-        self.leases
+    pub fn forget(&self, id: &str) {
+        self.originals
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                receipt.to_owned(),
-                Lease {
-                    extend_at: Instant::now() + self.visibility / 2,
-                },
-            );
-    }
-
-    fn end_lease(&self, receipt: &str) {
-        self.leases
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(receipt);
-    }
-
-    /// Makes `receipt` visible again at the next flush (close, or a FIFO
-    /// group giving way).
-    pub fn release_later(&self, receipt: String) {
-        self.end_lease(&receipt);
-        self.to_release
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(receipt);
-    }
-
-    /// Sets visibility 0 on every receipt waiting for release, 10 a call.
-    pub async fn flush_releases(&self) -> Result<(), SourceError> {
-        let all = std::mem::take(&mut *self.to_release.lock().unwrap_or_else(|p| p.into_inner()));
-        let calls = all.chunks(10).map(|chunk| self.change_visibility(chunk, 0));
-        let results = futures::future::join_all(calls).await;
-        results
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()
-            .map(|_| ())
-    }
-
-    async fn change_visibility(&self, receipts: &[String], secs: i32) -> Result<(), SourceError> {
-        let entries: Vec<_> = receipts
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                ChangeMessageVisibilityBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(r)
-                    .visibility_timeout(secs)
-                    .build()
-                    .expect("id and receipt are set")
-            })
-            .collect();
-        if entries.is_empty() {
-            return Ok(());
-        }
-        self.requests.visibility.add();
-        let out = self
-            .client
-            .change_message_visibility_batch()
-            .queue_url(&self.queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .map_err(|e| {
-                SourceError::Transient(format!(
-                    "ChangeMessageVisibilityBatch failed: {}",
-                    describe(&e)
-                ))
-            })?;
-        match out.failed().first() {
-            None => Ok(()),
-            Some(f) => Err(SourceError::Transient(format!(
-                "ChangeMessageVisibilityBatch: {} of {} entries failed, e.g. {}: {}",
-                out.failed().len(),
-                receipts.len(),
-                f.code(),
-                f.message().unwrap_or("")
-            ))),
-        }
-    }
-
-    async fn change_one(&self, receipt: &str, secs: i32) -> Result<(), SourceError> {
-        self.requests.visibility.add();
-        self.client
-            .change_message_visibility()
-            .queue_url(&self.queue_url)
-            .receipt_handle(receipt)
-            .visibility_timeout(secs)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| {
-                SourceError::Transient(format!("ChangeMessageVisibility failed: {}", describe(&e)))
-            })
+            .remove(id);
     }
 
     async fn delete(&self, receipt: String) -> Result<(), SourceError> {
-        let (done, deleted) = oneshot::channel();
-        self.deletes
-            .send(PendingDelete { receipt, done })
-            .map_err(|_| SourceError::Fatal("the SQS deleter stopped".into()))?;
-        match deleted.await {
+        match self.deletes.submit(receipt).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(SourceError::Transient(e)),
-            Err(_) => Err(SourceError::Fatal("the SQS deleter stopped".into())),
+            Ok(Err(e)) => Err(SourceError::transient(e)),
+            Err(e) => Err(SourceError::fatal("the SQS deleter stopped").with_source(e)),
         }
     }
 
-    /// FIFO: the message of `group` ahead of the others settled; `next`
-    /// says whether its followers may go on (ack, dead letter) or must be
-    /// made visible again to keep their order behind it (retry, release).
-    fn group_done(&self, group: &str, next: bool) {
-        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(waiting) = groups.get_mut(group) else {
-            return;
-        };
-        if next {
-            match waiting.pop_front() {
-                Some(d) => {
-                    self.ready
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push_back(d);
-                    self.wake.notify_one();
-                }
-                None => {
-                    groups.remove(group);
-                }
-            }
-        } else if let Some(waiting) = groups.remove(group) {
-            for p in waiting {
-                self.end_lease(&p.acker.receipt);
-                self.release_later(p.acker.receipt);
-            }
+    pub async fn change_visibility(&self, receipt: String, secs: i32) -> Result<(), SourceError> {
+        match self.visibilities.submit((receipt, secs)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(SourceError::transient(e)),
+            Err(e) => Err(SourceError::fatal("the SQS visibility batcher stopped").with_source(e)),
         }
     }
 }
 
-/// Deletes in batches of up to 10: a batch goes when full, when every
-/// message handed out is already waiting to be deleted (nothing else will
-/// come soon), or a second after its first entry, whichever is first.
-pub async fn run_deleter(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<PendingDelete>) {
-    const LINGER: Duration = Duration::from_secs(1);
-    let in_flight = shared.delete_batches_in_flight.max(1);
-    let mut pending: Vec<PendingDelete> = Vec::new();
-    let mut first_at = Instant::now();
-    let mut requests = tokio::task::JoinSet::new();
-    loop {
-        let full = pending.len() >= 10;
-        let nothing_else = !pending.is_empty() && shared.out.load(Relaxed) == 0;
-        let lingered = !pending.is_empty() && first_at.elapsed() >= LINGER;
-        if (full || nothing_else || lingered) && requests.len() < in_flight {
-            let batch: Vec<_> = pending.drain(..pending.len().min(10)).collect();
-            first_at = Instant::now();
-            requests.spawn(delete_batch(shared.clone(), batch));
-            continue;
-        }
-        let saturated = requests.len() >= in_flight;
-        let linger = async {
-            if pending.is_empty() || saturated {
-                std::future::pending::<()>().await
-            } else {
-                tokio::time::sleep_until(first_at + LINGER).await
-            }
-        };
-        tokio::select! {
-            got = rx.recv() => match got {
-                Some(p) => {
-                    if pending.is_empty() {
-                        first_at = Instant::now();
-                    }
-                    pending.push(p);
-                }
-                None if pending.is_empty() => break,
-                None => first_at = Instant::now() - LINGER,
-            },
-            Some(_) = requests.join_next(), if !requests.is_empty() => {}
-            _ = linger => {}
-        }
-    }
-    while requests.join_next().await.is_some() {}
-}
-
-async fn delete_batch(shared: Arc<Shared>, batch: Vec<PendingDelete>) {
-    let entries: Vec<_> = batch
+/// Sends one `DeleteMessageBatch`; an entry that fails is retried alone
+/// and never reported deleted.
+pub async fn delete_batch(shared: Arc<Api>, receipts: Vec<String>) -> Vec<Result<(), String>> {
+    let entries: Vec<_> = receipts
         .iter()
         .enumerate()
-        .map(|(i, p)| {
+        .map(|(i, r)| {
             DeleteMessageBatchRequestEntry::builder()
                 .id(i.to_string())
-                .receipt_handle(&p.receipt)
+                .receipt_handle(r)
                 .build()
                 .expect("id and receipt are set")
         })
@@ -353,14 +140,14 @@ async fn delete_batch(shared: Arc<Shared>, batch: Vec<PendingDelete>) {
             .iter()
             .filter_map(|f| f.id().parse().ok())
             .collect(),
-        Err(_) => (0..batch.len()).collect(),
+        Err(_) => (0..receipts.len()).collect(),
     };
-    for (i, p) in batch.into_iter().enumerate() {
+    let mut results = Vec::with_capacity(receipts.len());
+    for (i, receipt) in receipts.iter().enumerate() {
         if !failed.contains(&i) {
-            let _ = p.done.send(Ok(()));
+            results.push(Ok(()));
             continue;
         }
-        // A partial failure is retried entry by entry, never reported done.
         let mut last = String::new();
         let mut ok = false;
         for attempt in 0..3u32 {
@@ -372,7 +159,7 @@ async fn delete_batch(shared: Arc<Shared>, batch: Vec<PendingDelete>) {
                 .client
                 .delete_message()
                 .queue_url(&shared.queue_url)
-                .receipt_handle(&p.receipt)
+                .receipt_handle(receipt)
                 .send()
                 .await
             {
@@ -383,7 +170,7 @@ async fn delete_batch(shared: Arc<Shared>, batch: Vec<PendingDelete>) {
                 Err(e) => last = describe(&e),
             }
         }
-        let _ = p.done.send(if ok {
+        results.push(if ok {
             Ok(())
         } else {
             Err(format!(
@@ -391,33 +178,56 @@ async fn delete_batch(shared: Arc<Shared>, batch: Vec<PendingDelete>) {
             ))
         });
     }
+    results
 }
 
-/// Extends the visibility of every message whose job has run half its
-/// visibility timeout, so a slow job is never handed to a second worker.
-pub async fn run_heartbeat(shared: Arc<Shared>) {
-    let tick = (shared.visibility / 4).clamp(Duration::from_millis(250), Duration::from_secs(5));
-    let mut interval = tokio::time::interval(tick);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let secs = shared.visibility.as_secs().clamp(1, 43_200) as i32;
-    loop {
-        interval.tick().await;
-        let now = Instant::now();
-        let due: Vec<String> = {
-            let mut leases = shared.leases.lock().unwrap_or_else(|p| p.into_inner());
-            leases
-                .iter_mut()
-                .filter(|(_, l)| l.extend_at <= now)
-                .map(|(receipt, l)| {
-                    l.extend_at = now + shared.visibility / 2;
-                    receipt.clone()
-                })
-                .collect()
-        };
-        for receipts in due.chunks(10) {
-            if let Err(e) = shared.change_visibility(receipts, secs).await {
-                tracing::warn!(error = %e, "could not extend message visibility; a slow job may be delivered twice");
+/// Sends one `ChangeMessageVisibilityBatch`.
+pub async fn visibility_batch(
+    shared: Arc<Api>,
+    changes: Vec<Visibility>,
+) -> Vec<Result<(), String>> {
+    let entries: Vec<_> = changes
+        .iter()
+        .enumerate()
+        .map(|(i, (receipt, secs))| {
+            ChangeMessageVisibilityBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(receipt)
+                .visibility_timeout(*secs)
+                .build()
+                .expect("id and receipt are set")
+        })
+        .collect();
+    shared.requests.visibility.add();
+    let sent = shared
+        .client
+        .change_message_visibility_batch()
+        .queue_url(&shared.queue_url)
+        .set_entries(Some(entries))
+        .send()
+        .await;
+    match sent {
+        Err(e) => {
+            let why = format!("ChangeMessageVisibilityBatch failed: {}", describe(&e));
+            vec![Err(why); changes.len()]
+        }
+        Ok(out) => {
+            let mut results = vec![Ok(()); changes.len()];
+            for f in out.failed() {
+                if let Some(r) = f
+                    .id()
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| results.get_mut(i))
+                {
+                    *r = Err(format!(
+                        "ChangeMessageVisibility: {}: {}",
+                        f.code(),
+                        f.message().unwrap_or("")
+                    ));
+                }
             }
+            results
         }
     }
 }
@@ -427,135 +237,157 @@ pub struct SqsAcker {
     pub shared: Arc<Shared>,
     pub id: String,
     pub receipt: String,
-    pub group: Option<String>,
-    pub body: Bytes,
-    pub attributes: HashMap<String, MessageAttributeValue>,
+    /// A settlement began: nothing to do when dropped.
+    pub begun: std::sync::atomic::AtomicBool,
 }
 
 impl SqsAcker {
-    /// Sends the message, as received, to the dead-letter queue with the
-    /// reason in an attribute.
-    async fn send_to(&self, dlq: &str, reason: &str) -> Result<(), SourceError> {
-        let text = std::str::from_utf8(&self.body).map_err(|_| {
-            SourceError::Transient("the message body is not UTF-8 and SQS bodies must be".into())
-        })?;
-        let mut send = self
-            .shared
-            .client
-            .send_message()
-            .queue_url(dlq)
-            .message_body(text);
-        for (k, v) in &self.attributes {
-            send = send.message_attributes(k, v.clone());
-        }
-        let reason_value = MessageAttributeValue::builder()
-            .data_type("String")
-            .string_value(truncate(reason, 4096))
-            .build()
-            .expect("data type is set");
-        send = send.message_attributes("sluice_dead_letter_reason", reason_value);
-        if let Some(g) = &self.group {
-            if dlq.ends_with(".fifo") {
-                send = send.message_group_id(g).message_deduplication_id(&self.id);
-            }
-        }
-        self.shared.requests.send.add();
-        send.send().await.map(|_| ()).map_err(|e| {
-            SourceError::Transient(format!(
-                "sending to the dead-letter queue failed: {}",
-                describe(&e)
-            ))
-        })
-    }
-
     fn begin(&self) {
-        self.shared.out.fetch_sub(1, Relaxed);
-        self.shared.end_lease(&self.receipt);
-    }
-
-    fn group_done(&self, next: bool) {
-        if let Some(g) = &self.group {
-            self.shared.group_done(g, next);
+        if !self.begun.swap(true, Relaxed) {
+            self.shared.out.fetch_sub(1, Relaxed);
+            self.shared.forget(&self.id);
         }
     }
+}
+
+impl Drop for SqsAcker {
+    fn drop(&mut self) {
+        // Dropped unsettled (revoked): SQS redelivers it after its
+        // visibility timeout; stop counting it as out.
+        self.begin();
+    }
+}
+
+/// SQS counts visibility in whole seconds, at most 12 hours.
+fn secs(d: Duration) -> i32 {
+    d.as_secs_f64().ceil().clamp(0.0, 43_200.0) as i32
 }
 
 impl Acker for SqsAcker {
     fn ack(self: Box<Self>) -> BoxFuture<'static, Result<(), SourceError>> {
         Box::pin(async move {
             self.begin();
-            let r = self.shared.delete(self.receipt.clone()).await;
-            self.group_done(true);
-            r
+            self.shared.delete(self.receipt.clone()).await
         })
     }
 
     fn retry(self: Box<Self>, delay: Duration) -> BoxFuture<'static, Result<(), SourceError>> {
         Box::pin(async move {
             self.begin();
-            // SQS counts in whole seconds, at most 12 hours.
-            let secs = delay.as_secs_f64().ceil().clamp(0.0, 43_200.0) as i32;
-            self.group_done(false);
-            let r = self.shared.change_one(&self.receipt, secs).await;
-            if self.group.is_some() {
-                self.shared.flush_releases().await?;
-            }
-            r
+            self.shared
+                .change_visibility(self.receipt.clone(), secs(delay))
+                .await
         })
     }
 
-    fn dead_letter(self: Box<Self>, reason: String) -> BoxFuture<'static, Result<(), SourceError>> {
-        Box::pin(async move {
-            self.begin();
-            match self.shared.dead_letters.clone() {
-                DeadLetters::Queue(dlq) => {
-                    match self.send_to(&dlq, &reason).await {
-                        Ok(()) => {
-                            let r = self.shared.delete(self.receipt.clone()).await;
-                            self.group_done(true);
-                            r
-                        }
-                        Err(e) => {
-                            // Not parked: the message comes back after its
-                            // visibility timeout; its group's followers go
-                            // back too, to stay behind it.
-                            self.group_done(false);
-                            if self.group.is_some() {
-                                let _ = self.shared.flush_releases().await;
-                            }
-                            Err(e)
-                        }
-                    }
-                }
-                DeadLetters::Redrive => {
-                    self.group_done(false);
-                    let r = self.shared.change_one(&self.receipt, 0).await;
-                    if self.group.is_some() {
-                        self.shared.flush_releases().await?;
-                    }
-                    r
-                }
-            }
-        })
+    fn remove(self: Box<Self>) -> BoxFuture<'static, Result<(), SourceError>> {
+        self.ack()
     }
 
     fn release(self: Box<Self>) -> BoxFuture<'static, Result<(), SourceError>> {
-        self.begin();
-        self.group_done(false);
-        self.shared.release_later(self.receipt.clone());
-        Box::pin(std::future::ready(Ok(())))
+        Box::pin(async move {
+            self.begin();
+            self.shared.change_visibility(self.receipt.clone(), 0).await
+        })
+    }
+
+    fn extend(&self, lease: Duration) -> BoxFuture<'static, Result<(), SourceError>> {
+        let shared = self.shared.clone();
+        let receipt = self.receipt.clone();
+        Box::pin(async move { shared.change_visibility(receipt, secs(lease).max(1)).await })
     }
 }
 
-fn truncate(s: &str, max: usize) -> String {
+/// A dead-letter queue: the message is sent there as it came (body and
+/// attributes) with the reason in `sluice_dead_letter_reason`, and only then
+/// deleted from the source queue.
+pub struct DeadLetterQueue {
+    pub shared: Arc<Shared>,
+    pub url: String,
+}
+
+impl DeadLetterTarget for DeadLetterQueue {
+    fn store<'a>(&'a self, letter: DeadLetter<'a>) -> BoxFuture<'a, Result<(), SourceError>> {
+        Box::pin(async move {
+            let m = letter.message;
+            let text = std::str::from_utf8(&m.body).map_err(|_| {
+                SourceError::fatal("the message body is not UTF-8 and SQS bodies must be")
+            })?;
+            let mut send = self
+                .shared
+                .api
+                .client
+                .send_message()
+                .queue_url(&self.url)
+                .message_body(text);
+            let originals = self
+                .shared
+                .originals
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&m.id)
+                .cloned();
+            match originals {
+                Some(attrs) => {
+                    for (k, v) in attrs {
+                        send = send.message_attributes(k, v);
+                    }
+                }
+                None => {
+                    for (k, v) in m.attributes.iter().filter(|(k, _)| *k != "MessageGroupId") {
+                        send = send.message_attributes(k, string_attribute(v));
+                    }
+                }
+            }
+            send = send.message_attributes(
+                "sluice_dead_letter_reason",
+                string_attribute(truncate(letter.reason, 4096)),
+            );
+            send = send.message_attributes("sluice_pipeline", string_attribute(letter.pipeline));
+            send = send.message_attributes(
+                "sluice_attempts",
+                MessageAttributeValue::builder()
+                    .data_type("Number")
+                    .string_value(letter.attempts.to_string())
+                    .build()
+                    .expect("data type is set"),
+            );
+            if self.url.ends_with(".fifo") {
+                let group = m.key.as_deref().unwrap_or("sluice-dead-letters");
+                send = send.message_group_id(group).message_deduplication_id(&m.id);
+            }
+            self.shared.api.requests.send.add();
+            send.send().await.map(|_| ()).map_err(|e| {
+                SourceError::transient(format!(
+                    "sending to the dead-letter queue failed: {}",
+                    describe(&e)
+                ))
+            })
+        })
+    }
+
+    fn name(&self) -> String {
+        self.url.clone()
+    }
+}
+
+fn string_attribute(v: &str) -> MessageAttributeValue {
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(v)
+        .build()
+        .expect("data type is set")
+}
+
+fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
-        return s.to_owned();
+        return s;
     }
     let mut end = max;
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    s[..end].to_owned()
+    &s[..end]
 }
 
 /// An SDK error with its service message, without debug noise.

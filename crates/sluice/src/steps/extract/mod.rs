@@ -21,7 +21,7 @@ use regex::Regex;
 use serde::Deserialize;
 
 use super::{FieldError, Step, check_var_name};
-use crate::runtime::job::{Job, JobError};
+use crate::job::{Job, JobError};
 
 /// `type = "extract"`.
 #[derive(Debug, Deserialize)]
@@ -195,16 +195,11 @@ impl Step for Extract {
 mod tests {
     use super::*;
     use crate::formats::Format;
-    use crate::sources::Message;
 
     fn job(format: Format, body: &[u8]) -> Job {
-        let m = Message {
-            id: "1".into(),
-            body: bytes::Bytes::copy_from_slice(body),
-            attempt: 1,
-            ..Message::default()
-        };
-        Job::new(&m, format.decode(body).unwrap())
+        let mut job = Job::new("1", 1, bytes::Bytes::copy_from_slice(body));
+        job.set_envelope(format.decode(body).unwrap());
+        job
     }
 
     fn cfg(toml_src: &str) -> ExtractConfig {

@@ -30,7 +30,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::{FieldError, Step, check_var_name, compile, redact};
-use crate::runtime::job::{Job, JobError};
+use crate::job::{Job, JobError};
 use crate::template::Template;
 
 /// `type = "fetch"`.

@@ -18,8 +18,8 @@
 //! permanently. Timeouts and connection errors are retried.
 //!
 //! One HTTP client, with its connection pool, serves every step of the
-//! process. Per-destination limits run each request through a
-//! [`sluice_pool::Pool`] keyed by destination.
+//! process. Per-destination limits hold a slot of a [`sluice_pool::Pool`]
+//! keyed by destination for each request, run in the job's own task.
 
 mod signing;
 
@@ -36,12 +36,11 @@ use minijinja::Value;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
-use sluice_pool::{KeyLimit, Pool};
+use sluice_pool::{KeyLimit, Pool, Rate};
 use url::Url;
 
-use super::{BuildContext, FieldError, Step, check_var_name, compile, redact};
-use crate::config::parse_rate;
-use crate::runtime::job::{Job, JobError};
+use super::{FieldError, Step, StepContext, check_var_name, compile, redact};
+use crate::job::{Job, JobError};
 use crate::template::Template;
 
 /// `type = "http"`.
@@ -49,8 +48,8 @@ use crate::template::Template;
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// The request method. Default `POST`.
-    #[serde(default = "default_method")]
-    pub method: String,
+    #[serde(default = "default_method", deserialize_with = "method")]
+    pub method: Method,
     /// The URL (a template).
     pub url: String,
     /// Request headers; values are templates. `content-type` defaults to
@@ -73,7 +72,8 @@ pub struct HttpConfig {
     pub max_in_flight: Option<usize>,
     /// At most this many request starts per destination, e.g. `"500/s"`,
     /// `"30/min"`.
-    pub rate: Option<String>,
+    #[serde(default, deserialize_with = "crate::component::deserialize_rate")]
+    pub rate: Option<Rate>,
     /// How many starts may come at once within `rate`. Default: 10 ms worth
     /// of the rate (at least 1), which absorbs timer granularity so that
     /// `"500/s"` really gives 500 a second.
@@ -100,28 +100,71 @@ pub struct SigningConfig {
     pub id: String,
 }
 
-/// A status or a class of statuses (`"4xx"`).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(untagged)]
+/// A status (`404`) or a class of statuses (`"4xx"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StatusSpec {
     Code(u16),
-    Class(String),
+    /// The hundreds digit: 4 for `"4xx"`.
+    Class(u8),
 }
 
-fn default_method() -> String {
-    "POST".into()
+impl StatusSpec {
+    fn range(self) -> (u16, u16) {
+        match self {
+            StatusSpec::Code(c) => (c, c),
+            StatusSpec::Class(h) => (u16::from(h) * 100, u16::from(h) * 100 + 99),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StatusSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<StatusSpec, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Code(u64),
+            Class(String),
+        }
+        let bad = |what: &dyn std::fmt::Display| {
+            serde::de::Error::custom(format!(
+                "{what} is not a status: use a number (404) or a class (\"4xx\")"
+            ))
+        };
+        match Raw::deserialize(d)? {
+            Raw::Code(c) if (100..600).contains(&c) => Ok(StatusSpec::Code(c as u16)),
+            Raw::Code(c) => Err(bad(&c)),
+            Raw::Class(c)
+                if c.len() == 3
+                    && c[1..].eq_ignore_ascii_case("xx")
+                    && (b'1'..=b'5').contains(&c.as_bytes()[0]) =>
+            {
+                Ok(StatusSpec::Class(c.as_bytes()[0] - b'0'))
+            }
+            Raw::Class(c) => Err(bad(&format!("\"{c}\""))),
+        }
+    }
+}
+
+fn method<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Method, D::Error> {
+    let s = String::deserialize(d)?;
+    Method::from_str(&s.to_ascii_uppercase())
+        .map_err(|_| serde::de::Error::custom(format!("`{s}` is not an HTTP method")))
+}
+
+fn default_method() -> Method {
+    Method::POST
 }
 fn default_timeout_ms() -> u64 {
     30_000
 }
 fn default_success() -> Vec<StatusSpec> {
-    vec![StatusSpec::Class("2xx".into())]
+    vec![StatusSpec::Class(2)]
 }
 fn default_retry() -> Vec<StatusSpec> {
     vec![
         StatusSpec::Code(408),
         StatusSpec::Code(429),
-        StatusSpec::Class("5xx".into()),
+        StatusSpec::Class(5),
     ]
 }
 fn default_max_retry_after_secs() -> u64 {
@@ -136,30 +179,8 @@ fn default_signing_id() -> String {
 struct Statuses(Vec<(u16, u16)>);
 
 impl Statuses {
-    fn parse(field: &str, specs: &[StatusSpec]) -> Result<Statuses, FieldError> {
-        let mut ranges = Vec::new();
-        for s in specs {
-            ranges.push(match s {
-                StatusSpec::Code(c) if (100..600).contains(c) => (*c, *c),
-                StatusSpec::Class(c)
-                    if c.len() == 3
-                        && c[1..].eq_ignore_ascii_case("xx")
-                        && (b'1'..=b'5').contains(&c.as_bytes()[0]) =>
-                {
-                    let h = u16::from(c.as_bytes()[0] - b'0') * 100;
-                    (h, h + 99)
-                }
-                other => {
-                    return Err(FieldError::new(
-                        field,
-                        format!(
-                            "{other:?} is not a status: use a number (404) or a class (\"4xx\")"
-                        ),
-                    ));
-                }
-            });
-        }
-        Ok(Statuses(ranges))
+    fn new(specs: &[StatusSpec]) -> Statuses {
+        Statuses(specs.iter().map(|s| s.range()).collect())
     }
 
     fn contains(&self, status: u16) -> bool {
@@ -188,10 +209,8 @@ pub struct Http {
 }
 
 impl HttpConfig {
-    pub fn build(&self, cx: &BuildContext) -> Result<Http, FieldError> {
-        let method = Method::from_str(&self.method.to_ascii_uppercase()).map_err(|_| {
-            FieldError::new("method", format!("`{}` is not an HTTP method", self.method))
-        })?;
+    pub fn build(&self, cx: &StepContext) -> Result<Http, FieldError> {
+        let method = self.method.clone();
         let url = compile("url", &self.url)?;
         if url.is_literal() {
             check_url(&self.url).map_err(|e| FieldError::new("url", e))?;
@@ -222,9 +241,8 @@ impl HttpConfig {
         if self.max_in_flight == Some(0) {
             return Err(FieldError::new("max_in_flight", "must be at least 1"));
         }
-        let rate = match &self.rate {
-            Some(r) => {
-                let rate = parse_rate(r).map_err(|e| FieldError::new("rate", e))?;
+        let rate = match self.rate {
+            Some(rate) => {
                 let burst = match self.burst {
                     Some(0) => return Err(FieldError::new("burst", "must be at least 1")),
                     Some(b) => b,
@@ -254,8 +272,8 @@ impl HttpConfig {
             body,
             default_content_type,
             timeout: Duration::from_millis(self.timeout_ms),
-            success: Statuses::parse("success_statuses", &self.success_statuses)?,
-            retry: Statuses::parse("retry_statuses", &self.retry_statuses)?,
+            success: Statuses::new(&self.success_statuses),
+            retry: Statuses::new(&self.retry_statuses),
             max_retry_after: Duration::from_secs(self.max_retry_after_secs),
             into: self.into.clone(),
             signing,
@@ -391,28 +409,19 @@ impl Http {
                 let pool = self.destinations.get_or_init(|| {
                     Pool::builder()
                         .concurrency(self.concurrency)
-                        .queue_capacity(self.concurrency)
+                        .queue_capacity(0)
                         .per_key(limit)
                         .build()
                 });
-                // The request runs as a pool task, which outlives this job
-                // if the job is dropped (timeout, shutdown): `gone` ends it.
-                let (_alive, gone) = tokio::sync::oneshot::channel::<()>();
-                let request = async move {
-                    tokio::select! {
-                        r = exchange(req) => Some(r),
-                        _ = gone => None,
-                    }
-                };
-                let handle = pool
+                // The request runs here, in the job's own task, inside a
+                // slot of its destination: dropped with the job (timeout,
+                // shutdown), it gives the slot back.
+                let _slot = pool
                     .key(destination)
-                    .submit(request)
+                    .acquire()
                     .await
                     .map_err(|_| JobError::retry("http: shutting down"))?;
-                handle
-                    .await
-                    .map_err(|e| JobError::retry(format!("http: request task ended: {e}")))?
-                    .ok_or_else(|| JobError::retry("http: the request was cancelled"))?
+                exchange(req).await
             }
         };
         // reqwest's errors quote the full URL, query and credentials
@@ -510,19 +519,19 @@ mod tests {
 
     #[test]
     fn status_classes() {
-        let s = Statuses::parse(
-            "x",
-            &[StatusSpec::Code(408), StatusSpec::Class("5xx".into())],
-        )
-        .unwrap();
+        let specs: Vec<StatusSpec> = serde_json::from_str(r#"[408, "5xx"]"#).unwrap();
+        assert_eq!(specs, [StatusSpec::Code(408), StatusSpec::Class(5)]);
+        let s = Statuses::new(&specs);
         assert!(s.contains(408) && s.contains(503) && !s.contains(404));
-        assert!(Statuses::parse("x", &[StatusSpec::Class("6xx".into())]).is_err());
-        assert!(Statuses::parse("x", &[StatusSpec::Code(99)]).is_err());
+        for bad in [r#""6xx""#, "99", r#""4x""#] {
+            let e = serde_json::from_str::<StatusSpec>(bad).unwrap_err();
+            assert!(e.to_string().contains("is not a status"), "{bad}: {e}");
+        }
     }
 
     #[test]
     fn default_burst_is_ten_ms_of_the_rate() {
-        use crate::config::parse_rate;
+        use crate::component::parse_rate;
         assert_eq!(default_burst(parse_rate("500/s").unwrap()), 5);
         assert_eq!(default_burst(parse_rate("20/s").unwrap()), 1);
         assert_eq!(default_burst(parse_rate("10000/s").unwrap()), 100);

@@ -16,7 +16,7 @@ use minijinja::Value;
 use serde::Deserialize;
 
 use super::{FieldError, Step, check_var_name, compile};
-use crate::runtime::job::{Job, JobError};
+use crate::job::{Job, JobError};
 use crate::template::Template;
 
 /// `type = "template"`.

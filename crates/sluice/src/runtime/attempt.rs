@@ -1,0 +1,347 @@
+//! One message, from the pool slot it was given to its settlement: run the
+//! handler (timeout, panic, heartbeat, revocation), decide, settle once.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::heartbeat::Lease;
+use super::order::Order;
+use super::shutdown::Shutdown;
+use crate::handler::Handler;
+use crate::job::{Job, JobError};
+use crate::retry::{Decision, RetryPolicy};
+use crate::sources::{Acker, Capabilities, DeadLetter, DeadLetterTarget, Message, Revocation};
+use crate::telemetry::events::{
+    AttemptEnded, JobDeadLettered, JobDeferred, JobEnded, JobReleased, JobRetried, JobRevoked,
+    JobSucceeded, SettleFailed,
+};
+use crate::telemetry::{Event, PipelineCounts};
+
+/// What every job of one pipeline shares.
+pub(super) struct Ctx {
+    pub name: String,
+    pub handler: Arc<dyn Handler>,
+    pub retry: Arc<dyn RetryPolicy>,
+    pub dead_letters: Arc<dyn DeadLetterTarget>,
+    pub dead_letters_name: String,
+    pub caps: Capabilities,
+    pub job_timeout: Option<Duration>,
+    pub max_body_bytes: u64,
+    pub counts: Arc<PipelineCounts>,
+    pub shutdown: Shutdown,
+    /// Fired at the shutdown deadline (or a forced stop): running handlers
+    /// stop and their messages are released.
+    pub cancel: CancellationToken,
+    pub order: Order,
+    /// Messages whose job was dropped before it settled (a hard cancel at
+    /// the end of the settle grace), to be released.
+    pub orphans: mpsc::UnboundedSender<Box<dyn Acker>>,
+}
+
+/// How an attempt ended.
+enum Ended {
+    Done(Result<(), JobError>),
+    Revoked,
+    Cancelled,
+}
+
+/// The acker of a message not yet settled. Dropped while still holding it
+/// (the pool cut the job short), it hands the message to the releaser; cut
+/// in the middle of a settlement, it counts one that failed.
+pub(super) struct Held {
+    id: String,
+    lease: Arc<Lease>,
+    settling: bool,
+    ctx: Arc<Ctx>,
+}
+
+impl Held {
+    /// Holds a received message's acker from before its task is queued: a
+    /// task dropped unstarted still releases its message.
+    pub(super) fn new(ctx: &Arc<Ctx>, id: String, lease: Arc<Lease>) -> Held {
+        Held {
+            id,
+            lease,
+            settling: false,
+            ctx: ctx.clone(),
+        }
+    }
+
+    fn take(&mut self) -> Box<dyn Acker> {
+        self.settling = true;
+        self.lease.take().expect("a message is settled once")
+    }
+
+    /// Lets go of the message without settling it (revoked).
+    fn forget(&mut self) {
+        drop(self.lease.take());
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(acker) = self.lease.take() {
+            // The releaser outlives every job; if it is gone the process is
+            // exiting and the source redelivers after its lease.
+            let _ = self.ctx.orphans.send(acker);
+        } else if self.settling {
+            let e = std::io::Error::other("the settlement was cut short at shutdown");
+            SettleFailed {
+                id: &self.id,
+                action: "settle",
+                error: &e,
+            }
+            .emit(&self.ctx.counts);
+        }
+        JobEnded.emit(&self.ctx.counts);
+    }
+}
+
+/// Runs a received message's job until it is settled, released or
+/// revoked. Its `lease` is already kept by the heartbeat, if any.
+pub(super) async fn run(
+    ctx: Arc<Ctx>,
+    mut message: Message,
+    mut held: Held,
+    revocation: Option<Revocation>,
+) {
+    let revoked = revocation.unwrap_or_default();
+    let key = message.key.clone();
+    if let Some(k) = &key {
+        if ctx.order.is_blocked(k) && !revoked.is_cancelled() {
+            let id = message.id.clone();
+            if settle(&ctx, &mut held, &id, "release", |a| a.release()).await {
+                JobDeferred { id: &id, key: k }.emit(&ctx.counts);
+            }
+            ctx.order.done(k);
+            return;
+        }
+    }
+    loop {
+        let started = Instant::now();
+        let ended = if revoked.is_cancelled() {
+            Ended::Revoked
+        } else {
+            tokio::select! {
+                biased;
+                _ = revoked.cancelled() => Ended::Revoked,
+                _ = ctx.cancel.cancelled() => Ended::Cancelled,
+                r = attempt(&ctx, &message) => Ended::Done(r),
+            }
+        };
+        let outcome = match ended {
+            Ended::Revoked => {
+                // Not ours to settle any more: the broker hands it on.
+                held.forget();
+                JobRevoked { id: &message.id }.emit(&ctx.counts);
+                break;
+            }
+            Ended::Cancelled => {
+                release(&ctx, &mut held, &message.id, false).await;
+                break;
+            }
+            Ended::Done(r) => r,
+        };
+        let id = message.id.clone();
+        let error = match outcome {
+            Ok(()) => {
+                if settle(&ctx, &mut held, &id, "ack", |a| a.ack()).await {
+                    JobSucceeded.emit(&ctx.counts);
+                }
+                AttemptEnded {
+                    took: started.elapsed(),
+                }
+                .emit(&ctx.counts);
+                break;
+            }
+            Err(e) => e,
+        };
+        match ctx.retry.on_failure(message.attempt, &message.body, error) {
+            Decision::Retry { delay, reason } => {
+                JobRetried {
+                    id: &id,
+                    attempt: message.attempt,
+                    delay,
+                    reason: &reason,
+                }
+                .emit(&ctx.counts);
+                AttemptEnded {
+                    took: started.elapsed(),
+                }
+                .emit(&ctx.counts);
+                if ctx.caps.delayed_retry {
+                    settle(&ctx, &mut held, &id, "retry", |a| a.retry(delay)).await;
+                    block(&ctx, &key);
+                    break;
+                }
+                // No broker to hold it: wait here, in this job's slot (and
+                // its key's), then run it again.
+                let waited = tokio::select! {
+                    biased;
+                    _ = revoked.cancelled() => Some(false),
+                    _ = ctx.shutdown.requested() => None,
+                    _ = ctx.cancel.cancelled() => None,
+                    _ = tokio::time::sleep(delay) => Some(true),
+                };
+                match waited {
+                    Some(true) => message.attempt = message.attempt.saturating_add(1),
+                    Some(false) => {
+                        held.forget();
+                        JobRevoked { id: &id }.emit(&ctx.counts);
+                        break;
+                    }
+                    None => {
+                        release(&ctx, &mut held, &id, true).await;
+                        break;
+                    }
+                }
+            }
+            Decision::DeadLetter { reason } => {
+                dead_letter(&ctx, &mut held, &message, &reason).await;
+                AttemptEnded {
+                    took: started.elapsed(),
+                }
+                .emit(&ctx.counts);
+                break;
+            }
+        }
+    }
+    if let Some(k) = &key {
+        ctx.order.done(k);
+    }
+}
+
+/// One attempt of the handler, within the job timeout, a panic caught.
+async fn attempt(ctx: &Ctx, message: &Message) -> Result<(), JobError> {
+    if let Some(len) = message.oversize {
+        return Err(JobError::fail(format!(
+            "message body is {len} bytes, over max_body_bytes ({}); raise the pipeline's \
+             max_body_bytes if such bodies are expected",
+            ctx.max_body_bytes
+        )));
+    }
+    let mut job = Job::new(message.id.clone(), message.attempt, message.body.clone())
+        .with_attributes(message.attributes.clone());
+    job.key = message.key.clone();
+    let run = AssertUnwindSafe(ctx.handler.call(job)).catch_unwind();
+    let ran = match ctx.job_timeout {
+        None => Ok(run.await),
+        Some(t) => tokio::time::timeout(t, run).await,
+    };
+    match ran {
+        Ok(Ok(r)) => r,
+        Ok(Err(panic)) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a non-string payload".into());
+            Err(JobError::retry(format!("the job panicked: {what}")))
+        }
+        Err(_) => Err(JobError::retry(format!(
+            "the job took longer than job_timeout_secs ({} s) and was stopped",
+            ctx.job_timeout.unwrap_or_default().as_secs()
+        ))),
+    }
+}
+
+/// Stores the message with the dead-letter target, then removes it. If it
+/// cannot be stored it is not removed: it goes back to the broker (after
+/// the backoff where the broker can wait) and comes round again.
+async fn dead_letter(ctx: &Arc<Ctx>, held: &mut Held, message: &Message, reason: &str) {
+    let letter = DeadLetter {
+        pipeline: &ctx.name,
+        message,
+        attempts: message.attempt,
+        reason,
+    };
+    if let Err(e) = ctx.dead_letters.store(letter).await {
+        SettleFailed {
+            id: &message.id,
+            action: "dead_letter",
+            error: &e,
+        }
+        .emit(&ctx.counts);
+        let acker = held.take();
+        let back = if ctx.caps.delayed_retry {
+            // Not stored, so not removed: the broker keeps it until a later
+            // round, after the policy's backoff.
+            let delay = [message.attempt, 1]
+                .into_iter()
+                .find_map(|attempt| {
+                    let e = JobError::retry("the dead letter was not stored");
+                    match ctx.retry.on_failure(attempt, &message.body, e) {
+                        Decision::Retry { delay, .. } => Some(delay),
+                        Decision::DeadLetter { .. } => None,
+                    }
+                })
+                .unwrap_or(Duration::from_secs(5));
+            acker.retry(delay).await
+        } else {
+            acker.release().await
+        };
+        held.settling = false;
+        if let Err(e) = back {
+            SettleFailed {
+                id: &message.id,
+                action: "release",
+                error: &e,
+            }
+            .emit(&ctx.counts);
+        }
+        block(ctx, &message.key);
+        return;
+    }
+    if settle(ctx, held, &message.id, "remove", |a| a.remove()).await {
+        JobDeadLettered {
+            id: &message.id,
+            attempt: message.attempt,
+            reason,
+            target: &ctx.dead_letters_name,
+        }
+        .emit(&ctx.counts);
+    }
+}
+
+/// Hands the message back unsettled, counted as released.
+async fn release(ctx: &Arc<Ctx>, held: &mut Held, id: &str, waiting_retry: bool) {
+    if settle(ctx, held, id, "release", |a| a.release()).await {
+        JobReleased { waiting_retry }.emit(&ctx.counts);
+    }
+}
+
+fn block(ctx: &Ctx, key: &Option<String>) {
+    if let Some(k) = key {
+        ctx.order.block(k);
+    }
+}
+
+/// One settlement call; a refusal is counted. True when it went through.
+async fn settle<F>(ctx: &Arc<Ctx>, held: &mut Held, id: &str, action: &'static str, f: F) -> bool
+where
+    F: FnOnce(
+        Box<dyn Acker>,
+    ) -> futures::future::BoxFuture<'static, Result<(), crate::sources::SourceError>>,
+{
+    let acker = held.take();
+    let r = f(acker).await;
+    held.settling = false;
+    match r {
+        Ok(()) => true,
+        Err(e) => {
+            SettleFailed {
+                id,
+                action,
+                error: &e,
+            }
+            .emit(&ctx.counts);
+            false
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! One struct per thing that happens to a pipeline's jobs. Emitting one
+//! logs it (where a person should see it) and counts it, in one place: the
+//! counts are both the metrics and what the run report reads.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, counter, gauge, histogram};
+use sluice_pool::Histogram;
+use tracing::{error, warn};
+
+use super::{IN_FLIGHT, JOB_DURATION, JOBS, RECEIVED, SETTLE_ERRORS};
+
+/// A count kept once: the number the report reads and the metric the
+/// exporter reads go up together.
+#[derive(Debug)]
+pub struct Count {
+    n: AtomicU64,
+    metric: Counter,
+}
+
+impl Count {
+    fn new(metric: Counter) -> Count {
+        Count {
+            n: AtomicU64::new(0),
+            metric,
+        }
+    }
+
+    fn add(&self, n: u64) {
+        self.n.fetch_add(n, Relaxed);
+        self.metric.increment(n);
+    }
+
+    /// The count so far.
+    pub fn get(&self) -> u64 {
+        self.n.load(Relaxed)
+    }
+}
+
+/// One pipeline's counts: what its events add to.
+#[derive(Debug)]
+pub struct PipelineCounts {
+    pub pipeline: String,
+    pub received: Count,
+    pub succeeded: Count,
+    /// Failed attempts that will be tried again.
+    pub retried: Count,
+    pub dead_lettered: Count,
+    /// Handed back unsettled (shutdown): they come back on the next run.
+    pub released: Count,
+    /// Of `released`, those that were waiting out a retry's backoff.
+    pub released_waiting_retry: AtomicU64,
+    /// Taken back by the source (rebalance, lost channel): another consumer
+    /// settles them.
+    pub revoked: Count,
+    /// Handed back at once to keep their ordering key's order behind a
+    /// retried message.
+    pub deferred: Count,
+    /// Settlements the source or the dead-letter target refused.
+    pub settle_errors: Count,
+    in_flight: Gauge,
+    job_duration: metrics::Histogram,
+    latency: Mutex<Histogram>,
+}
+
+impl PipelineCounts {
+    pub fn new(pipeline: &str) -> PipelineCounts {
+        let p = pipeline.to_owned();
+        let outcome =
+            |o: &'static str| Count::new(counter!(JOBS, "pipeline" => p.clone(), "outcome" => o));
+        PipelineCounts {
+            pipeline: p.clone(),
+            received: Count::new(counter!(RECEIVED, "pipeline" => p.clone())),
+            succeeded: outcome("succeeded"),
+            retried: outcome("retried"),
+            dead_lettered: outcome("dead_lettered"),
+            released: outcome("released"),
+            released_waiting_retry: AtomicU64::new(0),
+            revoked: outcome("revoked"),
+            deferred: outcome("deferred"),
+            settle_errors: Count::new(counter!(SETTLE_ERRORS, "pipeline" => p.clone())),
+            in_flight: gauge!(IN_FLIGHT, "pipeline" => p.clone()),
+            job_duration: histogram!(JOB_DURATION, "pipeline" => p),
+            latency: Mutex::new(Histogram::default()),
+        }
+    }
+
+    /// The distribution of one attempt's time, receipt to settled.
+    pub fn latency(&self) -> Histogram {
+        self.latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Messages received and not settled, released or revoked yet.
+    pub fn in_flight(&self) -> u64 {
+        let done = self.succeeded.get()
+            + self.dead_lettered.get()
+            + self.released.get()
+            + self.revoked.get()
+            + self.deferred.get();
+        self.received.get().saturating_sub(done)
+    }
+}
+
+/// Something that happened, logged and counted by [`emit`](Event::emit).
+pub trait Event {
+    fn emit(self, counts: &PipelineCounts);
+}
+
+/// Messages came from the source.
+#[derive(Debug)]
+pub struct Received {
+    pub count: u64,
+}
+
+impl Event for Received {
+    fn emit(self, c: &PipelineCounts) {
+        c.received.add(self.count);
+        c.in_flight.increment(self.count as f64);
+    }
+}
+
+/// A received message's job is over: settled, released, revoked, or its
+/// settlement failed.
+#[derive(Debug)]
+pub struct JobEnded;
+
+impl Event for JobEnded {
+    fn emit(self, c: &PipelineCounts) {
+        c.in_flight.decrement(1.0);
+    }
+}
+
+/// One attempt of a job ended (whatever came of it), after `took`.
+#[derive(Debug)]
+pub struct AttemptEnded {
+    pub took: Duration,
+}
+
+impl Event for AttemptEnded {
+    fn emit(self, c: &PipelineCounts) {
+        c.job_duration.record(self.took);
+        c.latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(self.took);
+    }
+}
+
+/// A job succeeded and its message was acked.
+#[derive(Debug)]
+pub struct JobSucceeded;
+
+impl Event for JobSucceeded {
+    fn emit(self, c: &PipelineCounts) {
+        c.succeeded.add(1);
+    }
+}
+
+/// A job failed and will run again after `delay`.
+#[derive(Debug)]
+pub struct JobRetried<'a> {
+    pub id: &'a str,
+    pub attempt: u32,
+    pub delay: Duration,
+    pub reason: &'a str,
+}
+
+impl Event for JobRetried<'_> {
+    fn emit(self, c: &PipelineCounts) {
+        c.retried.add(1);
+        warn!(
+            pipeline = %c.pipeline, message_id = %self.id, attempt = self.attempt,
+            retry_in_ms = self.delay.as_millis() as u64, reason = %self.reason,
+            "job failed; will retry"
+        );
+    }
+}
+
+/// A job failed for good; its message was stored with the dead-letter
+/// target and removed from the source.
+#[derive(Debug)]
+pub struct JobDeadLettered<'a> {
+    pub id: &'a str,
+    pub attempt: u32,
+    pub reason: &'a str,
+    pub target: &'a str,
+}
+
+impl Event for JobDeadLettered<'_> {
+    fn emit(self, c: &PipelineCounts) {
+        c.dead_lettered.add(1);
+        warn!(
+            pipeline = %c.pipeline, message_id = %self.id, attempt = self.attempt,
+            reason = %self.reason, dead_letters = %self.target, "job dead-lettered"
+        );
+    }
+}
+
+/// A message went back to its source unsettled (shutdown).
+#[derive(Debug)]
+pub struct JobReleased {
+    /// It was waiting out a retry's backoff, not running.
+    pub waiting_retry: bool,
+}
+
+impl Event for JobReleased {
+    fn emit(self, c: &PipelineCounts) {
+        c.released.add(1);
+        if self.waiting_retry {
+            c.released_waiting_retry.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// The source took a message back; its job was stopped unsettled.
+#[derive(Debug)]
+pub struct JobRevoked<'a> {
+    pub id: &'a str,
+}
+
+impl Event for JobRevoked<'_> {
+    fn emit(self, c: &PipelineCounts) {
+        c.revoked.add(1);
+        tracing::info!(pipeline = %c.pipeline, message_id = %self.id, "message revoked by its source; its job was stopped");
+    }
+}
+
+/// A message was handed back without running, to stay behind an earlier
+/// message of its ordering key that is being retried.
+#[derive(Debug)]
+pub struct JobDeferred<'a> {
+    pub id: &'a str,
+    pub key: &'a str,
+}
+
+impl Event for JobDeferred<'_> {
+    fn emit(self, c: &PipelineCounts) {
+        c.deferred.add(1);
+        tracing::debug!(pipeline = %c.pipeline, message_id = %self.id, key = %self.key, "handed back to keep its key's order");
+    }
+}
+
+/// A settlement failed: the message was not acked, removed, retried or
+/// released as the runtime asked, and the source will deliver it again.
+#[derive(Debug)]
+pub struct SettleFailed<'a> {
+    pub id: &'a str,
+    /// `ack`, `retry`, `dead_letter`, `remove`, `release`.
+    pub action: &'static str,
+    pub error: &'a (dyn std::error::Error + 'static),
+}
+
+impl Event for SettleFailed<'_> {
+    fn emit(self, c: &PipelineCounts) {
+        c.settle_errors.add(1);
+        error!(
+            pipeline = %c.pipeline, message_id = %self.id, action = self.action,
+            error = %crate::error_chain(self.error),
+            "could not settle the message; the source will deliver it again"
+        );
+    }
+}
