@@ -214,6 +214,50 @@ async fn second_signal_forces_and_the_rerun_finishes() {
     assert_all_delivered(&acceptances(&rx), jobs);
 }
 
+/// SIGTERM while every job waits out a retry's backoff: nothing is
+/// settled, so the run exits 3 and says how many went back (the bug this
+/// replaced: exit 0 and "every message received was settled"). The rerun
+/// delivers every one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_backoff_exits_3_with_the_count_released() {
+    let (jobs, concurrency) = (40, 100);
+    let rx = receiver((ms(1), ms(2))).await;
+    rx.set_config(ReceiverConfig {
+        error_rate: 1.0,
+        record: true,
+        ..ReceiverConfig::default()
+    });
+    let mut trial = Trial::new(jobs, concurrency, 10, &rx);
+    let text = std::fs::read_to_string(&trial.config).unwrap()
+        + "[pipeline.retry]\nmax_attempts = 5\nbackoff = { initial_ms = 60000, jitter = false }\n";
+    std::fs::write(&trial.config, text).unwrap();
+
+    let mut run = trial.start();
+    wait_until("every job to fail once", || rx.total() >= jobs).await;
+    wait_until("every failure to be logged", || {
+        run.log().matches("will retry").count() as u64 >= jobs
+    })
+    .await;
+    run.signal("TERM");
+    let status = run.wait(Duration::from_secs(20)).await;
+    let log = run.log();
+    assert_eq!(status.code(), Some(3), "exit code:\n{log}");
+    assert!(
+        log.contains(&format!(
+            "released unsettled {jobs} ({jobs} of them waiting to retry)"
+        )),
+        "the summary counts what went back:\n{log}"
+    );
+    assert!(log.contains("NOT every message was settled"), "{log}");
+
+    rx.set_config(ReceiverConfig {
+        record: true,
+        ..ReceiverConfig::default()
+    });
+    trial.run_to_completion().await;
+    assert_all_delivered(&acceptances(&rx), jobs);
+}
+
 /// After `kill -9` the rerun delivers every job; the checkpoint journal keeps
 /// the duplicates to what was in flight at the kill.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

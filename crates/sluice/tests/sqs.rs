@@ -20,7 +20,8 @@ use common::aws::{
     REPORT_STEPS, bucket, counts, create_queue, drain, laravel_job, moto, send, sqs, unique,
 };
 use sluice::config;
-use sluice::runtime::{self, Progress, RunOptions, RunReport, Shutdown};
+use sluice::config::RunOptions;
+use sluice::runtime::{Progress, RunReport, Shutdown};
 use sluice::testkit::{Receiver, ReceiverConfig};
 
 struct Env {
@@ -86,7 +87,7 @@ async fn env(receiver: ReceiverConfig, visibility_secs: u32, fifo: bool) -> Env 
 async fn run_until(text: &str, done: impl std::future::Future<Output = ()>) -> RunReport {
     let loaded = config::parse("sqs-test.toml", text, |_| None).unwrap_or_else(|e| panic!("{e}"));
     let shutdown = Shutdown::new();
-    let run = runtime::run(
+    let run = config::run(
         &loaded,
         RunOptions {
             shutdown: shutdown.clone(),
@@ -158,7 +159,11 @@ async fn laravel_jobs_from_sqs_through_s3_to_http() {
         e.receiver.wait_for_accepted(n as u64),
     )
     .await;
-    assert!(report.settled_everything(), "{}", runtime::summary(&report));
+    assert!(
+        report.settled_everything(),
+        "{}",
+        sluice::runtime::summary(&report)
+    );
     let p = &report.pipelines[0];
     assert_eq!((p.succeeded, p.dead_lettered), (n as u64, 0), "{p:?}");
     let mut seen = BTreeMap::new();
@@ -424,7 +429,11 @@ async fn stopping_mid_run_releases_the_rest_at_once() {
         e.receiver.wait_for_accepted(60),
     )
     .await;
-    assert!(first.settled_everything(), "{}", runtime::summary(&first));
+    assert!(
+        first.settled_everything(),
+        "{}",
+        sluice::runtime::summary(&first)
+    );
     let done = first.pipelines[0].succeeded;
     assert!(
         done >= 60 && done < n as u64,
@@ -479,7 +488,7 @@ fn empty_receives_are_counted_and_stop_when_empty_ends_the_run() {
             let e = env(ReceiverConfig::default(), 30, false).await;
             let loaded = config::parse("idle.toml", &e.config(10, "", REPORT_STEPS), |_| None)
                 .unwrap_or_else(|err| panic!("{err}"));
-            let run = runtime::run(
+            let run = config::run(
                 &loaded,
                 RunOptions {
                     shutdown: Shutdown::new(),

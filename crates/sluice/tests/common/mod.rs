@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sluice::config;
-use sluice::runtime::{self, Progress, RunOptions, RunReport, Shutdown};
+use sluice::config::RunOptions;
+use sluice::runtime::{Progress, RunReport, Shutdown};
 use sluice::testkit::{Receiver, ReceiverConfig};
 
 pub struct Setup {
@@ -60,7 +61,7 @@ impl Setup {
             .replace("@DIR@", &self.dir.path().display().to_string())
             .replace("@URL@", &self.receiver.url());
         let loaded = config::parse("test.toml", &text, |_| None).unwrap_or_else(|e| panic!("{e}"));
-        let run = runtime::run(
+        let run = config::run(
             &loaded,
             RunOptions {
                 shutdown: Shutdown::new(),
@@ -112,7 +113,7 @@ pub fn read_lines(p: &Path) -> Vec<Vec<u8>> {
     }
 }
 
-pub fn single(report: &RunReport) -> &runtime::PipelineReport {
+pub fn single(report: &RunReport) -> &sluice::runtime::PipelineReport {
     assert_eq!(report.pipelines.len(), 1);
     &report.pipelines[0]
 }
