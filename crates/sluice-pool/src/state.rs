@@ -216,22 +216,11 @@ impl State {
             }
             return Ok(());
         };
+        let q = match self.start_keyed(&key, q, slot_free) {
+            Ok(()) => return Ok(()),
+            Err(q) => q,
+        };
         let ks = self.key_state(&key);
-        let may_start = ks.waiting.is_empty() && !ks.in_ready && ks.active < ks.concurrency;
-        if slot_free && may_start {
-            let paced_ok = match ks.pacer.as_mut() {
-                None => true,
-                Some(p) => p.try_start(tokio::time::Instant::now()).is_ok(),
-            };
-            if paced_ok {
-                ks.active += 1;
-                self.running += 1;
-                let now = q.queued_at;
-                let started = self.hand_over(q, now);
-                self.spawn_worker(Some(started));
-                return Ok(());
-            }
-        }
         ks.waiting.push_back(q);
         self.queued += 1;
         self.schedule_key(&key);
@@ -337,24 +326,15 @@ impl State {
             return Err((q, Refusal::Full));
         };
 
-        let ks = self.key_state(&key);
-        let may_start = ks.waiting.is_empty() && !ks.in_ready && ks.active < ks.concurrency;
-        if slot_free && may_start {
-            let paced_ok = match ks.pacer.as_mut() {
-                None => true,
-                Some(p) => p.try_start(tokio::time::Instant::now()).is_ok(),
-            };
-            if paced_ok {
-                ks.active += 1;
+        let q = match self.start_keyed(&key, q, slot_free) {
+            Ok(()) => {
                 self.counters.submitted += 1;
-                self.running += 1;
-                let now = q.queued_at;
-                let started = self.hand_over(q, now);
-                self.spawn_worker(Some(started));
                 return Ok(());
             }
-        }
+            Err(q) => q,
+        };
         if room {
+            let ks = self.key_state(&key);
             ks.waiting.push_back(q);
             self.counters.submitted += 1;
             self.queued += 1;
@@ -364,6 +344,28 @@ impl State {
         self.forget_key_if_idle(&key);
         self.count_full(waits);
         Err((q, Refusal::Full))
+    }
+
+    /// Starts a keyed task at once when a slot is free (`slot_free`) and its
+    /// key may start now (nothing of the key waiting, under its limit and
+    /// pace); else hands it back.
+    fn start_keyed(&mut self, key: &Key, q: Queued, slot_free: bool) -> Result<(), Queued> {
+        let ks = self.key_state(key);
+        let may_start = ks.waiting.is_empty() && !ks.in_ready && ks.active < ks.concurrency;
+        if !slot_free || !may_start {
+            return Err(q);
+        }
+        if let Some(p) = ks.pacer.as_mut() {
+            if p.try_start(tokio::time::Instant::now()).is_err() {
+                return Err(q);
+            }
+        }
+        ks.active += 1;
+        self.running += 1;
+        let now = q.queued_at;
+        let started = self.hand_over(q, now);
+        self.spawn_worker(Some(started));
+        Ok(())
     }
 
     fn count_full(&mut self, waits: bool) {

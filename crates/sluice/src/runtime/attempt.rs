@@ -111,7 +111,9 @@ pub(super) async fn run(
     mut held: Held,
     revocation: Option<Revocation>,
 ) {
-    let revoked = revocation.unwrap_or_default();
+    // Most deliveries carry no revocation: they get a future that never
+    // resolves rather than a token of their own.
+    let revoked = Revoked(revocation);
     let key = message.key.clone();
     if let Some(k) = &key {
         if ctx.order.is_blocked(k) && !revoked.is_cancelled() {
@@ -130,7 +132,7 @@ pub(super) async fn run(
         } else {
             tokio::select! {
                 biased;
-                _ = revoked.cancelled() => Ended::Revoked,
+                () = revoked.wait() => Ended::Revoked,
                 _ = ctx.cancel.cancelled() => Ended::Cancelled,
                 r = attempt(&ctx, &message) => Ended::Done(r),
             }
@@ -184,7 +186,7 @@ pub(super) async fn run(
                 // its key's), then run it again.
                 let waited = tokio::select! {
                     biased;
-                    _ = revoked.cancelled() => Some(false),
+                    () = revoked.wait() => Some(false),
                     _ = ctx.shutdown.requested() => None,
                     _ = ctx.cancel.cancelled() => None,
                     _ = tokio::time::sleep(delay) => Some(true),
@@ -214,6 +216,22 @@ pub(super) async fn run(
     }
     if let Some(k) = &key {
         ctx.order.done(k);
+    }
+}
+
+/// A delivery's revocation, if it has one.
+struct Revoked(Option<Revocation>);
+
+impl Revoked {
+    fn is_cancelled(&self) -> bool {
+        self.0.as_ref().is_some_and(Revocation::is_cancelled)
+    }
+
+    async fn wait(&self) {
+        match &self.0 {
+            Some(t) => t.cancelled().await,
+            None => std::future::pending().await,
+        }
     }
 }
 
