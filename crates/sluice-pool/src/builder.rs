@@ -68,7 +68,8 @@ impl Builder {
     }
 
     /// Paces task starts across the whole pool, on top of the concurrency
-    /// limit (default: no pacing).
+    /// limit (default: no pacing). A [`Slot`](crate::Slot) taken by
+    /// `acquire` is a start too.
     pub fn rate(mut self, rate: Rate) -> Builder {
         self.rate = Some(rate);
         self

@@ -140,7 +140,8 @@ pub(crate) struct KeyState {
     pub(crate) in_ready: bool,
     /// A timer will hand this key a turn when its pace allows.
     pub(crate) timer_armed: bool,
-    /// Callers waiting in `acquire` for this key, woken one per settlement.
+    /// Callers waiting in `acquire` for this key to open (see
+    /// [`is_open`](Self::is_open)), woken one at a time through `wake`.
     pub(crate) acquirers: usize,
     pub(crate) wake: Option<Arc<Notify>>,
 }
@@ -156,6 +157,24 @@ impl KeyState {
             timer_armed: false,
             acquirers: 0,
             wake: None,
+        }
+    }
+
+    /// Nothing of this key waits and it is under its limit: a caller of
+    /// `acquire` may take a slot of it now, pace permitting. Its own queued
+    /// tasks go first.
+    pub(crate) fn is_open(&self) -> bool {
+        self.waiting.is_empty() && !self.in_ready && self.active < self.concurrency
+    }
+
+    /// Wakes one waiting `acquire` if the key is open. Called wherever the key
+    /// may have opened, and by a woken waiter that leaves it open, so the
+    /// turn is never lost: one wake in flight per open key.
+    pub(crate) fn pass_turn(&self) {
+        if self.acquirers > 0 && self.is_open() {
+            if let Some(w) = &self.wake {
+                w.notify_one();
+            }
         }
     }
 

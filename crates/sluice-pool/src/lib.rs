@@ -20,12 +20,14 @@
 //! - **Per-key limits** ([`Pool::key`], [`KeyLimit`]): a concurrency cap and
 //!   optional rate per key, under the global limit. Keys appear on demand and
 //!   are forgotten when idle, so millions of keys over time cost nothing.
-//! - **Reserve, then submit** ([`Pool::reserve`], [`Permit`]): take places
-//!   before the tasks exist (a consumer asks its broker for exactly as many
-//!   messages as it has places), then spend them without waiting.
-//! - **Inline slots** ([`Keyed::acquire`], [`Slot`]): hold a slot of the
-//!   pool and of a key, under its limits and pace, while running the work in
-//!   your own task, with nothing spawned.
+//! - **Reserve, then submit** ([`Pool::reserve`], [`Pool::try_reserve`],
+//!   [`Permit`]): take places before the tasks exist (a consumer asks its
+//!   broker for exactly as many messages as it has places), then spend them
+//!   without waiting, keyed or not ([`Permit::execute_keyed`]). Other
+//!   submissions never take a reserved place.
+//! - **Inline slots** ([`Keyed::acquire`], [`Pool::acquire`], [`Slot`]): hold
+//!   a slot of the pool and of a key, under its limits and pace, while
+//!   running the work in your own task, with nothing spawned.
 //! - **Groups** ([`Pool::group`]): wait for just your batch.
 //! - **Shutdown**: [`Pool::close`], [`Pool::join`] (drain everything), and
 //!   [`Pool::shutdown`] with a deadline, which cancels what still runs and

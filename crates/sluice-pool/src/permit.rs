@@ -20,6 +20,12 @@ use crate::task::{Detached, Reply, Task, downcast};
 /// message it has no room to run (as tokio's `Sender::reserve` or tower's
 /// `poll_ready`).
 ///
+/// Running, queued and reserved together stay within the pool's
+/// `concurrency + queue_capacity`: with a queue capacity of 0, at most
+/// `concurrency` permits and tasks exist at once. A permit spent on a task
+/// that cannot start yet (no free slot, or its key at its limit) queues it
+/// in the reserved place, past the queue's capacity.
+///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
@@ -94,6 +100,26 @@ impl Permit {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let task = Task::boxed(task, Reply(tx), None);
         match self.spend().admit_reserved(None, task) {
+            Ok(()) => Ok(TaskHandle::new(rx)),
+            Err(t) => Err(SubmitError(downcast(t))),
+        }
+    }
+
+    /// Like [`submit`](Permit::submit), under `key`'s limit, as
+    /// [`execute_keyed`](Permit::execute_keyed).
+    pub fn submit_keyed<T>(
+        mut self,
+        key: impl Into<Key>,
+        task: T,
+    ) -> Result<TaskHandle<T::Output>, SubmitError<T>>
+    where
+        T: IntoFuture + Send + 'static,
+        T::IntoFuture: Send,
+        T::Output: Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = Task::boxed(task, Reply(tx), None);
+        match self.spend().admit_reserved(Some(key.into()), task) {
             Ok(()) => Ok(TaskHandle::new(rx)),
             Err(t) => Err(SubmitError(downcast(t))),
         }

@@ -131,6 +131,27 @@ impl Pool {
     /// Reserves a place for a task not made yet, waiting for one; spending
     /// the [`Permit`] never waits. Cancel-safe: dropped while waiting, it
     /// reserves nothing. Fails only once the pool is closed.
+    ///
+    /// A place is a running slot or room in the queue: running, queued and
+    /// reserved together stay within `concurrency + queue_capacity`, and
+    /// other submissions wait (or are `Full`) rather than take a reserved
+    /// place.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use sluice_pool::{Pool, TryReserveError};
+    ///
+    /// let pool = Pool::builder().concurrency(1).queue_capacity(1).build();
+    /// let first = pool.reserve().await.unwrap();
+    /// let second = pool.try_reserve().unwrap();
+    /// assert_eq!(pool.try_reserve().unwrap_err(), TryReserveError::Full);
+    /// assert!(pool.try_execute(async {}).unwrap_err().is_full()); // reserved
+    /// drop(second); // unspent: its place is free again
+    /// let h = first.submit(async { 6 * 7 }).unwrap(); // never waits
+    /// assert_eq!(h.await.unwrap(), 42);
+    /// # }
+    /// ```
     pub async fn reserve(&self) -> Result<Permit, Closed> {
         match self.shared.reserve().await {
             Ok(()) => Ok(Permit::new(self.shared.clone())),
@@ -148,13 +169,12 @@ impl Pool {
     }
 
     /// Takes a running slot for work you run inline, in your own task,
-    /// waiting for one; the [`Slot`] gives it back when dropped. See
-    /// [`Keyed::acquire`] for the same under a key's limits.
+    /// waiting for one (and for the pool's pace, if any); the [`Slot`] gives
+    /// it back when dropped. Cancel-safe. Fails only once the pool is
+    /// closed, waiting callers included. See [`Keyed::acquire`] for the same
+    /// under a key's limits.
     pub async fn acquire(&self) -> Result<Slot, Closed> {
-        match self.shared.acquire(None).await {
-            Ok(()) => Ok(Slot::new(self.shared.clone(), None)),
-            Err(_) => Err(Closed),
-        }
+        self.shared.acquire(None).await
     }
 
     /// Submit under a [`Key`]'s limit (see [`Builder::per_key`]), e.g. the
@@ -331,17 +351,34 @@ impl<'a> Keyed<'a> {
     }
 
     /// Takes a running slot under this key's limits (concurrency and pace)
-    /// for work you run inline, waiting for one: nothing is spawned. Waiters
-    /// for a key are woken one per settlement of that key.
+    /// for work you run inline, waiting for one: nothing is spawned. The
+    /// key's queued tasks go first; waiting callers are woken one at a time
+    /// as the key frees up, and sleep (no polling) while its pace holds them.
+    /// Cancel-safe: dropped mid-wait, it holds nothing and hands any turn it
+    /// was woken for to the next caller. Fails only once the pool is closed,
+    /// waiting callers included.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use sluice_pool::{KeyLimit, Pool};
+    ///
+    /// let pool = Pool::builder().concurrency(8).per_key(KeyLimit::concurrency(1)).build();
+    /// async fn request(pool: &Pool, host: &str) -> Result<String, sluice_pool::Closed> {
+    ///     let _slot = pool.key(host).acquire().await?; // at most 1 per host
+    ///     Ok(format!("answer from {host}")) // the request, here, inline
+    /// } // the slot is given back here, even if this future is dropped
+    /// let (a, b) = tokio::join!(request(&pool, "a.example"), request(&pool, "a.example"));
+    /// assert!(a.is_ok() && b.is_ok());
+    /// assert_eq!(pool.stats().completed, 2);
+    /// pool.close();
+    /// assert!(request(&pool, "a.example").await.is_err());
+    /// # }
+    /// ```
     pub fn acquire(&self) -> impl Future<Output = Result<Slot, Closed>> + Send + use<'a> {
         let pool: &'a Pool = self.pool;
         let key = self.key.clone();
-        async move {
-            match pool.shared.acquire(Some(&key)).await {
-                Ok(()) => Ok(Slot::new(pool.shared.clone(), Some(key))),
-                Err(_) => Err(Closed),
-            }
-        }
+        async move { pool.shared.acquire(Some(key)).await }
     }
 
     /// Like [`Pool::try_execute`], under this key.

@@ -1,17 +1,21 @@
 //! What every handle, worker and timer of one pool shares: the locked
 //! [`State`], the runtime to spawn on, and the wake-ups around them.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
+use crate::error::Closed;
 use crate::event::{Hook, TaskEvent};
 use crate::key::Key;
 use crate::queue::Queued;
 use crate::shutdown::{ShutdownReport, Unstarted};
+use crate::slot::Slot;
 use crate::state::{Acquire, Refusal, Spawns, State};
 use crate::stats::Stats;
 use crate::task::BoxTask;
@@ -29,9 +33,13 @@ pub(crate) struct Shared {
     /// Callers waiting in `reserve`: completions wake them whenever a place
     /// frees, not only when the queue has drained to half.
     waiting_reservers: AtomicUsize,
-    /// Of those, submitters of keyed tasks: they may need a specific key's
-    /// slot, so they are all woken rather than one.
+    /// Of those, submitters of keyed tasks and callers of `acquire`: they
+    /// need a specific key's slot, or a running slot rather than any place,
+    /// so they are all woken rather than one who may not use the room.
     waiting_keyed: AtomicUsize,
+    /// The pool closed: wakes `acquire`s that wait on a key's turn or a pace
+    /// rather than on `space`.
+    closed: Notify,
     /// Set once, at a shutdown deadline: every worker stops at its next poll.
     pub(crate) cancel: AtomicBool,
     /// Live `Pool` handles (groups hold one); the last one closes the pool.
@@ -49,6 +57,7 @@ impl Shared {
             waiting_submitters: AtomicUsize::new(0),
             waiting_keyed: AtomicUsize::new(0),
             waiting_reservers: AtomicUsize::new(0),
+            closed: Notify::new(),
             cancel: AtomicBool::new(false),
             handles: AtomicUsize::new(1),
             on_task_end,
@@ -182,61 +191,88 @@ impl Shared {
     }
 
     /// Takes a running slot for inline work, waiting for one (and for the
-    /// key's limits); refuses only when closed.
-    pub(crate) async fn acquire(self: &Arc<Self>, key: Option<&Key>) -> Result<(), Refusal> {
-        let mut waiting = None;
-        let mut on_key = KeyWait {
+    /// key's limits and pace, and the pool's pace); refuses only when closed.
+    /// Cancel-safe: dropped mid-wait, it holds nothing and passes on any turn
+    /// of the key it was woken for.
+    pub(crate) async fn acquire(self: &Arc<Self>, key: Option<Key>) -> Result<Slot, Closed> {
+        // Enabled first: a close from now on wakes every wait below.
+        let closed = self.closed.notified();
+        let mut closed = std::pin::pin!(closed);
+        closed.as_mut().enable();
+        let mut guard = AcquireGuard {
             shared: self,
-            key,
+            key: key.as_ref(),
             registered: false,
+            done: false,
         };
+        let mut waiting: Option<WaitingSubmitter<'_>> = None;
+        let space = None;
+        let mut space = std::pin::pin!(space);
         loop {
-            let space = self.space.notified();
-            let mut space = std::pin::pin!(space);
-            space.as_mut().enable();
-            let returning = std::mem::take(&mut on_key.registered);
-            match self.with(|st| st.try_acquire(key, returning)) {
-                Ok(()) => return Ok(()),
-                Err(Acquire::Closed) => return Err(Refusal::Closed),
+            // Registered before the try: room that appears after it wakes us.
+            space.set(Some(self.space.notified()));
+            if let Some(s) = space.as_mut().as_pin_mut() {
+                s.enable();
+            }
+            let returning = std::mem::take(&mut guard.registered);
+            let tried = self.with(|st| st.try_acquire(guard.key, returning));
+            match tried {
+                Ok(not_before) => {
+                    guard.done = true;
+                    let mut slot = Slot::new(self.clone(), key.clone(), not_before.is_none());
+                    if let Some(at) = not_before {
+                        // Held through the pool's pace, as a worker holds a
+                        // task; dropped meanwhile, the slot is given back.
+                        drop(waiting);
+                        tokio::time::sleep_until(at).await;
+                        slot.begin();
+                    }
+                    return Ok(slot);
+                }
+                Err(Acquire::Closed) => {
+                    guard.done = true;
+                    return Err(Closed);
+                }
                 Err(Acquire::Busy) => {
-                    waiting.get_or_insert_with(|| WaitingSubmitter::new(self, false));
-                    space.await;
+                    if waiting.is_none() {
+                        // Counted now, then tried again: a slot freed since
+                        // the try signals us.
+                        waiting = Some(WaitingSubmitter::new(self, true));
+                        continue;
+                    }
+                    let space = space.as_mut().as_pin_mut().expect("set above");
+                    either(space, closed.as_mut()).await;
                 }
                 Err(Acquire::KeyBusy(wake)) => {
-                    // Woken one at a time by the key's settlements; a wake
-                    // that reaches a dropped waiter passes to the next.
-                    on_key.registered = true;
-                    wake.notified().await;
+                    // Woken one at a time, as the key opens; a wake that
+                    // reaches a waiter gone meanwhile is passed on.
+                    guard.registered = true;
+                    waiting = None;
+                    space.set(None);
+                    either(wake.notified(), closed.as_mut()).await;
                 }
                 Err(Acquire::PacedUntil(at)) => {
-                    waiting.get_or_insert_with(|| WaitingSubmitter::new(self, false));
-                    // Whichever comes first: the pace allows a start, or a
-                    // settlement frees something.
-                    let sleep = tokio::time::sleep_until(at);
-                    let mut sleep = std::pin::pin!(sleep);
-                    std::future::poll_fn(|cx| {
-                        use std::future::Future;
-                        if sleep.as_mut().poll(cx).is_ready() || space.as_mut().poll(cx).is_ready()
-                        {
-                            std::task::Poll::Ready(())
-                        } else {
-                            std::task::Poll::Pending
-                        }
-                    })
-                    .await;
+                    waiting = None;
+                    space.set(None);
+                    either(tokio::time::sleep_until(at), closed.as_mut()).await;
                 }
             }
         }
     }
 
-    /// A slot taken by `acquire` at `started` is given back.
-    pub(crate) fn release_acquired(self: &Arc<Self>, key: Option<&Key>, started: Instant) {
+    /// A [`Slot`] is given back (`began`: when its caller got it).
+    pub(crate) fn release_acquired(self: &Arc<Self>, key: Option<&Key>, began: Option<Instant>) {
         let idle = self.with(|st| {
-            st.release_acquired(key, started);
+            st.release_acquired(key, began);
             st.is_idle()
         });
         self.signal_space();
         self.signal_idle(idle);
+    }
+
+    /// A slot held through the pool's pace is handed to its caller.
+    pub(crate) fn slot_began(self: &Arc<Self>) {
+        self.with(State::slot_began);
     }
 
     /// Wakes blocked submitters, if any, after room may have appeared.
@@ -325,6 +361,7 @@ impl Shared {
     pub(crate) fn close(self: &Arc<Self>) {
         self.with(State::close);
         self.space.notify_waiters();
+        self.closed.notify_waiters();
     }
 
     pub(crate) fn resize(self: &Arc<Self>, capacity: usize) {
@@ -431,17 +468,33 @@ impl Drop for Decrement<'_> {
     }
 }
 
-/// A caller counted among a key's acquirers; uncounted if it goes mid-wait.
-struct KeyWait<'a> {
+/// An `acquire` under way. Dropped before it is done, it leaves its key's
+/// waiters (`registered`) and passes on a turn it may have been woken for.
+struct AcquireGuard<'a> {
     shared: &'a Arc<Shared>,
     key: Option<&'a Key>,
     registered: bool,
+    done: bool,
 }
 
-impl Drop for KeyWait<'_> {
+impl Drop for AcquireGuard<'_> {
     fn drop(&mut self) {
-        if self.registered {
-            self.shared.with(|st| st.stop_waiting(self.key));
+        if let (false, Some(key)) = (self.done, self.key) {
+            let registered = self.registered;
+            self.shared.with(|st| st.leave_acquire(key, registered));
         }
     }
+}
+
+/// Resolves when either of two futures does.
+async fn either(a: impl Future<Output = ()>, b: impl Future<Output = ()>) {
+    let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
+    std::future::poll_fn(|cx| {
+        if a.as_mut().poll(cx).is_ready() || b.as_mut().poll(cx).is_ready() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
 }

@@ -11,7 +11,13 @@ use crate::shared::Shared;
 /// the caller runs its work inline, in its own task: no task is spawned.
 /// Taken by [`Keyed::acquire`](crate::Keyed::acquire) or
 /// [`Pool::acquire`](crate::Pool::acquire); dropping it settles the slot like
-/// a finished task.
+/// a finished task: counted as completed, the key's next waiting task or
+/// caller goes on.
+///
+/// While held it counts as running, so [`Pool::idle`](crate::Pool::idle),
+/// [`Pool::join`](crate::Pool::join) and a shutdown wait for it: a shutdown
+/// cannot cancel work it does not run, so drop the slot when told to stop.
+/// It takes a start from the key's pace and the pool's, as a task would.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -30,23 +36,35 @@ use crate::shared::Shared;
 pub struct Slot {
     shared: Arc<Shared>,
     key: Option<Key>,
-    started: Instant,
+    /// When the caller got the slot; `None` while it is held through the
+    /// pool's pace, before it is handed over.
+    began: Option<Instant>,
 }
 
 impl Slot {
-    pub(crate) fn new(shared: Arc<Shared>, key: Option<Key>) -> Slot {
+    pub(crate) fn new(shared: Arc<Shared>, key: Option<Key>, began: bool) -> Slot {
         Slot {
             shared,
             key,
-            started: Instant::now(),
+            began: began.then(Instant::now),
         }
+    }
+
+    /// The pool's pace allows the start: the slot is the caller's.
+    pub(crate) fn begin(&mut self) {
+        self.shared.slot_began();
+        self.began = Some(Instant::now());
+    }
+
+    /// The key this slot counts against, if any.
+    pub fn key(&self) -> Option<&Key> {
+        self.key.as_ref()
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.shared
-            .release_acquired(self.key.as_ref(), self.started);
+        self.shared.release_acquired(self.key.as_ref(), self.began);
     }
 }
 

@@ -44,10 +44,10 @@ pub(crate) enum Refusal {
 #[derive(Debug)]
 pub(crate) enum Acquire {
     Closed,
-    /// No slot free: wait for a settlement.
+    /// No slot (or no place) free: wait on `space`.
     Busy,
-    /// The key is at its limit: wait on its wake (the caller is counted
-    /// among its acquirers until it calls back with `returning`).
+    /// The key is not open: wait on its wake (the caller is counted among
+    /// its acquirers until it calls back with `returning`, or leaves).
     KeyBusy(Arc<tokio::sync::Notify>),
     /// The key's pace allows the next start at this time.
     PacedUntil(tokio::time::Instant),
@@ -230,59 +230,93 @@ impl State {
     /// Takes a running slot for work the caller runs inline (a
     /// [`Slot`](crate::Slot)), under `key`'s limits if any. `returning`: the
     /// caller was waiting on the key's wake and is back.
+    ///
+    /// On success, `Some(at)`: the pool's own pace books this start for
+    /// `at`; the slot is held meanwhile, as a worker holds a paced task, and
+    /// counted as submitted only once [`slot_began`](Self::slot_began).
     pub(crate) fn try_acquire(
         &mut self,
         key: Option<&Key>,
         returning: bool,
-    ) -> Result<(), Acquire> {
-        if returning {
-            self.stop_waiting(key);
+    ) -> Result<Option<tokio::time::Instant>, Acquire> {
+        if let (true, Some(ks)) = (returning, key.and_then(|k| self.keys.get_mut(k))) {
+            ks.acquirers -= 1;
         }
+        if let Err(why) = self.acquire_refusal(key) {
+            // Woken with the key open but the pool busy or the pace closed,
+            // the caller keeps the key's turn: the others would find the
+            // same. It passes the turn on when it takes a slot, or leaves.
+            if let Some(key) = key {
+                self.forget_key_if_idle(key);
+            }
+            return Err(why);
+        }
+        if let Some(ks) = key.and_then(|k| self.keys.get_mut(k)) {
+            ks.active += 1;
+            ks.pass_turn();
+        }
+        self.running += 1;
+        let not_before = self.pacer.as_mut().and_then(|p| {
+            let now = tokio::time::Instant::now();
+            let at = p.reserve(now);
+            (at > now).then_some(at)
+        });
+        if not_before.is_none() {
+            self.counters.submitted += 1;
+        }
+        Ok(not_before)
+    }
+
+    /// Why a slot (of `key`) cannot be taken now; books the key's pace when
+    /// it can. Registers the caller among the key's acquirers on `KeyBusy`.
+    fn acquire_refusal(&mut self, key: Option<&Key>) -> Result<(), Acquire> {
         if self.closed {
             return Err(Acquire::Closed);
         }
         if let Some(key) = key {
             let ks = self.key_state(key);
-            if !ks.waiting.is_empty() || ks.in_ready || ks.active >= ks.concurrency {
+            if !ks.is_open() {
                 ks.acquirers += 1;
                 let wake = ks.wake.get_or_insert_with(Default::default).clone();
                 return Err(Acquire::KeyBusy(wake));
             }
         }
         if self.running >= self.capacity || !self.has_room() {
-            if let Some(key) = key {
-                self.forget_key_if_idle(key);
-            }
             return Err(Acquire::Busy);
         }
-        if let Some(key) = key {
-            let ks = self.key_state(key);
-            if let Some(p) = ks.pacer.as_mut() {
-                p.try_start(tokio::time::Instant::now())
-                    .map_err(Acquire::PacedUntil)?;
-            }
-            ks.active += 1;
+        if let Some(p) = key.and_then(|k| self.keys.get_mut(k)?.pacer.as_mut()) {
+            p.try_start(tokio::time::Instant::now())
+                .map_err(Acquire::PacedUntil)?;
         }
-        self.counters.submitted += 1;
-        self.running += 1;
         Ok(())
     }
 
-    /// A caller waiting on `key`'s wake is back (or gone).
-    pub(crate) fn stop_waiting(&mut self, key: Option<&Key>) {
-        if let Some(ks) = key.and_then(|k| self.keys.get_mut(k)) {
-            ks.acquirers -= 1;
-        }
-        if let Some(key) = key {
-            self.forget_key_if_idle(key);
-        }
+    /// A slot held through the pool's pace is handed to its caller.
+    pub(crate) fn slot_began(&mut self) {
+        self.counters.submitted += 1;
     }
 
-    /// A [`Slot`](crate::Slot) taken at `started` was dropped.
-    pub(crate) fn release_acquired(&mut self, key: Option<&Key>, started: Instant) {
-        self.counters.completed += 1;
-        self.run_time
-            .record(Instant::now().saturating_duration_since(started));
+    /// A caller of `acquire` went away mid-wait (`registered`: among `key`'s
+    /// acquirers). It may have taken a wake meant to open the key to someone:
+    /// it passes it on.
+    pub(crate) fn leave_acquire(&mut self, key: &Key, registered: bool) {
+        if let Some(ks) = self.keys.get_mut(key) {
+            if registered {
+                ks.acquirers -= 1;
+            }
+            ks.pass_turn();
+        }
+        self.forget_key_if_idle(key);
+    }
+
+    /// A [`Slot`](crate::Slot) was dropped: `began` when it was handed to its
+    /// caller (not dropped while held through the pool's pace).
+    pub(crate) fn release_acquired(&mut self, key: Option<&Key>, began: Option<Instant>) {
+        if let Some(began) = began {
+            self.counters.completed += 1;
+            self.run_time
+                .record(Instant::now().saturating_duration_since(began));
+        }
         if let Some(key) = key {
             self.settle_key(key);
         }
@@ -351,8 +385,7 @@ impl State {
     /// pace); else hands it back.
     fn start_keyed(&mut self, key: &Key, q: Queued, slot_free: bool) -> Result<(), Queued> {
         let ks = self.key_state(key);
-        let may_start = ks.waiting.is_empty() && !ks.in_ready && ks.active < ks.concurrency;
-        if !slot_free || !may_start {
+        if !slot_free || !ks.is_open() {
             return Err(q);
         }
         if let Some(p) = ks.pacer.as_mut() {
@@ -487,19 +520,21 @@ impl State {
                     };
                     ks.in_ready = false;
                     if ks.waiting.is_empty() || ks.active >= ks.concurrency {
-                        self.schedule_key(&key);
+                        self.reschedule_key(&key);
                         continue;
                     }
                     if let Some(p) = ks.pacer.as_mut() {
                         if p.try_start(tokio::time::Instant::now()).is_err() {
-                            self.schedule_key(&key);
+                            self.reschedule_key(&key);
                             continue;
                         }
                     }
                     let q = ks.waiting.pop_front().expect("checked non-empty");
                     ks.active += 1;
                     self.queued -= 1;
-                    self.schedule_key(&key);
+                    // The key's last queued task is off: it may be open to
+                    // waiting `acquire`s.
+                    self.reschedule_key(&key);
                     return Some(self.hand_over(q, now));
                 }
             }
@@ -558,13 +593,17 @@ impl State {
     fn settle_key(&mut self, key: &Key) {
         if let Some(ks) = self.keys.get_mut(key) {
             ks.active -= 1;
-            if ks.acquirers > 0 {
-                if let Some(w) = &ks.wake {
-                    w.notify_one();
-                }
-            }
-            self.schedule_key(key);
+            // Queued tasks of the key first; then a waiting `acquire`.
+            self.reschedule_key(key);
             self.forget_key_if_idle(key);
+        }
+    }
+
+    /// Gives `key`'s queued tasks their turn, else a waiting `acquire` its.
+    fn reschedule_key(&mut self, key: &Key) {
+        self.schedule_key(key);
+        if let Some(ks) = self.keys.get(key) {
+            ks.pass_turn();
         }
     }
 
@@ -616,6 +655,8 @@ impl State {
         for ks in self.keys.values_mut() {
             out.extend(ks.waiting.drain(..));
             ks.in_ready = false;
+            // `acquire`s waited behind those tasks.
+            ks.pass_turn();
         }
         let now = tokio::time::Instant::now();
         self.keys.retain(|_, ks| !ks.is_forgettable(now));

@@ -15,7 +15,8 @@ pub struct Stats {
     /// The current concurrency limit.
     pub capacity: usize,
     /// Slots in use: tasks running, plus tasks a worker holds while it waits
-    /// for the pool's pace. May exceed `capacity` for a while after a shrink.
+    /// for the pool's pace, plus [`Slot`](crate::Slot)s held by inline work.
+    /// May exceed `capacity` for a while after a shrink.
     pub running: usize,
     /// Tasks admitted and waiting for a slot (or for their key).
     pub queued: usize,
