@@ -40,6 +40,13 @@
 //! `ApproximateReceiveCount`); elsewhere the source counts from 1 and the
 //! runtime adds one per in-process retry.
 //!
+//! **What release does**, per source:
+//!
+//! | source | release | a retry |
+//! |---|---|---|
+//! | `file` | the line is delivered again first in this run; if the run ends, it stays unsettled in the checkpoint and runs on the next start | waits in process (no broker delay) |
+//! | `sqs` | visibility set to 0: visible at once to every consumer; SQS counts the next receive as another attempt (it has no uncounted redelivery) | visibility set to the delay |
+//!
 //! # Building blocks
 //!
 //! [`common`] holds what several sources share: the contiguous-offset
@@ -119,7 +126,7 @@ impl fmt::Debug for Delivery {
 
 /// Settles one message. The settling methods consume the acker: a message
 /// is settled once.
-pub trait Acker: Send + Sync + 'static {
+pub trait Acker: Send + 'static {
     /// The job succeeded: remove the message for good.
     fn ack(self: Box<Self>) -> BoxFuture<'static, Result<(), SourceError>>;
     /// Deliver the message again after `delay`, counting an attempt. Called
