@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::heartbeat::Lease;
 use super::order::Order;
-use super::shutdown::Shutdown;
 use crate::handler::Handler;
 use crate::job::{Job, JobError};
 use crate::retry::{Decision, RetryPolicy};
@@ -34,7 +33,11 @@ pub(super) struct Ctx {
     pub job_timeout: Option<Duration>,
     pub max_body_bytes: u64,
     pub counts: Arc<PipelineCounts>,
-    pub shutdown: Shutdown,
+    /// Fired once a stop was requested and the receive loop has ended:
+    /// retries waiting in their slot are released. Not before, or the source
+    /// could hand a released message straight back to the loop, to be run
+    /// again after the stop.
+    pub stopping: CancellationToken,
     /// Fired at the shutdown deadline (or a forced stop): running handlers
     /// stop and their messages are released.
     pub cancel: CancellationToken,
@@ -187,7 +190,7 @@ pub(super) async fn run(
                 let waited = tokio::select! {
                     biased;
                     () = revoked.wait() => Some(false),
-                    _ = ctx.shutdown.requested() => None,
+                    _ = ctx.stopping.cancelled() => None,
                     _ = ctx.cancel.cancelled() => None,
                     _ = tokio::time::sleep(delay) => Some(true),
                 };

@@ -117,7 +117,7 @@ pub(crate) async fn drive(parts: Parts) -> PipelineReport {
         job_timeout,
         max_body_bytes,
         counts: counts.clone(),
-        shutdown: shutdown.clone(),
+        stopping: CancellationToken::new(),
         cancel: CancellationToken::new(),
         order: Default::default(),
         orphans,
@@ -209,6 +209,7 @@ pub(crate) async fn drive(parts: Parts) -> PipelineReport {
         _ = pool.join() => {}
         _ = async {
             shutdown.requested().await;
+            ctx.stopping.cancel();
             tokio::time::sleep(shutdown_timeout).await;
         } => warn!(pipeline = %name, "shutdown timeout reached; releasing unfinished jobs"),
         _ = shutdown.forced() => {}
