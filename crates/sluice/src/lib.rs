@@ -34,6 +34,7 @@ pub mod demo;
 pub mod formats;
 pub mod handler;
 pub mod job;
+pub mod redact;
 pub mod retry;
 pub mod runtime;
 pub mod sources;

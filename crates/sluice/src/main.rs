@@ -19,8 +19,18 @@ use sluice::testkit::{Receiver, ReceiverConfig};
     about = "Drain queues through I/O-heavy jobs, many in flight, acknowledging only after success"
 )]
 struct Cli {
+    /// How log lines are written: `text` for people, `json` (one object per
+    /// line) for log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormatArg::Text)]
+    log_format: LogFormatArg,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -122,14 +132,18 @@ fn main() -> ExitCode {
     match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", sluice::redact::redact(&format!("{e:#}")));
             ExitCode::from(1)
         }
     }
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
-    sluice::telemetry::init_tracing("info");
+    let format = match cli.log_format {
+        LogFormatArg::Text => sluice::telemetry::LogFormat::Text,
+        LogFormatArg::Json => sluice::telemetry::LogFormat::Json,
+    };
+    sluice::telemetry::init_tracing("info", format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         // Local-file reads go through the blocking pool; keep it modest.

@@ -55,15 +55,36 @@ pub fn describe() {
     );
 }
 
-/// Logs to stderr; `RUST_LOG` overrides `default_level` (`info`, `warn`...).
-pub fn init_tracing(default_level: &str) {
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable text, coloured on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Logs to stderr, every line passed through [`crate::redact`]; `RUST_LOG`
+/// overrides `default_level` (`info`, `warn`...).
+pub fn init_tracing(default_level: &str, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    let writer = crate::redact::RedactingStderr;
+    let _ = match format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(writer)
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(writer)
+            .with_target(false)
+            .with_current_span(false)
+            .try_init(),
+    };
 }
