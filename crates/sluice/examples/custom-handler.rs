@@ -40,5 +40,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{} greeted, {} dead-lettered",
         report.succeeded, report.dead_lettered
     );
-    std::process::exit(if report.settled_everything() { 0 } else { 3 });
+    // 0: all greeted; 4: some dead-lettered; 3: some went back unsettled.
+    std::process::exit(report.exit_code());
 }

@@ -56,9 +56,12 @@ impl From<ProgressArg> for Progress {
 enum Command {
     /// Run the pipelines of a config until their sources end or SIGTERM.
     ///
-    /// Exit code 0: every message received was settled. 3: some were handed
-    /// back unsettled (forced stop, shutdown timeout) or a source failed.
-    /// 1: the config or start-up failed.
+    /// Exit code 0: every job succeeded. 4: every message was settled, but
+    /// some jobs failed for good and were dead-lettered. 3: some messages
+    /// were handed back unsettled (a stop during a job or its backoff, the
+    /// shutdown timeout, a forced stop), a settlement failed (an ack, a
+    /// dead letter, the final checkpoint write) or a source failed. 1: the
+    /// config or start-up failed.
     Run {
         /// The config file.
         #[arg(short, long)]

@@ -232,7 +232,15 @@ async fn sigterm_during_backoff_exits_3_with_the_count_released() {
         + "[pipeline.retry]\nmax_attempts = 5\nbackoff = { initial_ms = 60000, jitter = false }\n";
     std::fs::write(&trial.config, text).unwrap();
 
-    let mut run = trial.start();
+    // At `debug` every failure is logged, not only the first few.
+    trial.runs += 1;
+    let mut run = process::start_env(
+        trial.dir.path(),
+        trial.runs,
+        &trial.config,
+        &[],
+        &[("RUST_LOG", "debug")],
+    );
     wait_until("every job to fail once", || rx.total() >= jobs).await;
     wait_until("every failure to be logged", || {
         run.log().matches("will retry").count() as u64 >= jobs

@@ -25,7 +25,7 @@ mod report;
 mod shutdown;
 
 pub use progress::{Progress, Running, Shown, start as start_progress, summary};
-pub use report::{End, PipelineReport, RunReport};
+pub use report::{EXIT_DEAD_LETTERED, EXIT_UNSETTLED, End, PipelineReport, RunReport};
 pub use shutdown::Shutdown;
 
 use std::sync::Arc;
@@ -238,6 +238,7 @@ pub(crate) async fn drive(parts: Parts) -> PipelineReport {
         }
         .emit(&counts);
     }
+    counts.flush_logs();
     let report = PipelineReport::new(&counts, started.elapsed(), end);
     info!(pipeline = %name, end = ?report.end, "pipeline stopped");
     report

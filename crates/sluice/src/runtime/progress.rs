@@ -208,10 +208,16 @@ pub fn summary(report: &RunReport) -> String {
     let _ = write!(
         out,
         "{}",
-        if report.settled_everything() {
-            "every message received was settled"
-        } else {
-            "NOT every message was settled: the unsettled ones go back to their source (exit code 3)"
+        match report.exit_code() {
+            0 => "every message received was settled: every job succeeded".to_owned(),
+            super::report::EXIT_DEAD_LETTERED => format!(
+                "every message received was settled, but {} job(s) failed for good and were \
+                 dead-lettered (exit code 4)",
+                report.dead_lettered()
+            ),
+            _ => "NOT every message was settled: the unsettled ones go back to their source \
+                  (exit code 3)"
+                .to_owned(),
         }
     );
     out

@@ -69,6 +69,17 @@ impl PipelineReport {
     pub fn settled_everything(&self) -> bool {
         self.released == 0 && self.settle_errors == 0 && !matches!(self.end, End::Failed(_))
     }
+
+    /// This pipeline's exit code, by the rules of [`RunReport::exit_code`].
+    pub fn exit_code(&self) -> i32 {
+        if !self.settled_everything() {
+            EXIT_UNSETTLED
+        } else if self.dead_lettered > 0 {
+            EXIT_DEAD_LETTERED
+        } else {
+            0
+        }
+    }
 }
 
 /// What a run did.
@@ -86,9 +97,37 @@ impl RunReport {
             .all(PipelineReport::settled_everything)
     }
 
-    /// The process exit code: 0 when everything settled, 3 when messages
-    /// were handed back unsettled or a source failed.
+    /// Jobs that failed for good and went to their dead-letter target.
+    pub fn dead_lettered(&self) -> u64 {
+        self.pipelines.iter().map(|p| p.dead_lettered).sum()
+    }
+
+    /// The process exit code, checked in this order:
+    ///
+    /// - [`EXIT_UNSETTLED`] (3): some messages were handed back unsettled
+    ///   (a stop during a job or its backoff, the shutdown timeout, a forced
+    ///   stop), a settlement failed (an ack, a dead letter, the final
+    ///   checkpoint write), or a source failed;
+    /// - [`EXIT_DEAD_LETTERED`] (4): everything was settled, but some jobs
+    ///   failed for good and were dead-lettered;
+    /// - 0: every job succeeded.
+    ///
+    /// (1 is a config or start-up error, before any message is taken.)
     pub fn exit_code(&self) -> i32 {
-        if self.settled_everything() { 0 } else { 3 }
+        self.pipelines
+            .iter()
+            .map(PipelineReport::exit_code)
+            // 3 outranks 4 outranks 0.
+            .max_by_key(|c| match *c {
+                EXIT_UNSETTLED => 2,
+                EXIT_DEAD_LETTERED => 1,
+                _ => 0,
+            })
+            .unwrap_or(0)
     }
 }
+
+/// Exit code: not everything received was settled.
+pub const EXIT_UNSETTLED: i32 = 3;
+/// Exit code: everything settled, some jobs dead-lettered.
+pub const EXIT_DEAD_LETTERED: i32 = 4;

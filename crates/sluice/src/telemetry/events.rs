@@ -4,11 +4,11 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge, counter, gauge, histogram};
 use sluice_pool::Histogram;
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
 use super::{IN_FLIGHT, JOB_DURATION, JOBS, RECEIVED, SETTLE_ERRORS};
 
@@ -63,6 +63,7 @@ pub struct PipelineCounts {
     in_flight: Gauge,
     job_duration: metrics::Histogram,
     latency: Mutex<Histogram>,
+    failure_lines: LogBudget,
 }
 
 impl PipelineCounts {
@@ -84,7 +85,14 @@ impl PipelineCounts {
             in_flight: gauge!(IN_FLIGHT, "pipeline" => p.clone()),
             job_duration: histogram!(JOB_DURATION, "pipeline" => p),
             latency: Mutex::new(Histogram::default()),
+            failure_lines: LogBudget::default(),
         }
+    }
+
+    /// Logs how many job-failure lines the current interval held back, if
+    /// any; called when the pipeline stops.
+    pub fn flush_logs(&self) {
+        self.failure_lines.flush(&self.pipeline);
     }
 
     /// The distribution of one attempt's time, receipt to settled.
@@ -103,6 +111,76 @@ impl PipelineCounts {
             + self.revoked.get()
             + self.deferred.get();
         self.received.get().saturating_sub(done)
+    }
+}
+
+/// Job-failure lines one pipeline logs one by one per interval; the rest
+/// are logged at `debug` and summed up in one line per interval, so a
+/// downstream that fails every job does not write a line per job.
+const LOG_BURST: u32 = 10;
+/// See [`LOG_BURST`].
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Lets [`LOG_BURST`] job-failure lines per [`LOG_INTERVAL`] through.
+#[derive(Debug)]
+struct LogBudget(Mutex<BudgetState>);
+
+#[derive(Debug)]
+struct BudgetState {
+    window_start: Instant,
+    logged: u32,
+    held_back: u64,
+}
+
+impl Default for LogBudget {
+    fn default() -> LogBudget {
+        LogBudget(Mutex::new(BudgetState {
+            window_start: Instant::now(),
+            logged: 0,
+            held_back: 0,
+        }))
+    }
+}
+
+impl LogBudget {
+    /// True when one more failure line may be logged at `warn`. The first
+    /// call after an interval ends first reports what that interval held
+    /// back.
+    fn admit(&self, pipeline: &str) -> bool {
+        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if now.duration_since(s.window_start) >= LOG_INTERVAL {
+            Self::report(&mut s, pipeline);
+            s.window_start = now;
+            s.logged = 0;
+        }
+        if s.logged < LOG_BURST {
+            s.logged += 1;
+            true
+        } else {
+            s.held_back += 1;
+            false
+        }
+    }
+
+    fn flush(&self, pipeline: &str) {
+        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        Self::report(&mut s, pipeline);
+    }
+
+    fn report(s: &mut BudgetState, pipeline: &str) {
+        if s.held_back > 0 {
+            warn!(
+                pipeline = %pipeline,
+                not_logged = s.held_back,
+                "{} more job failures since {:.0} s ago were not logged one by one \
+                 (at most {LOG_BURST} per {} s; RUST_LOG=debug logs each)",
+                s.held_back,
+                s.window_start.elapsed().as_secs_f64(),
+                LOG_INTERVAL.as_secs()
+            );
+            s.held_back = 0;
+        }
     }
 }
 
@@ -173,11 +251,18 @@ pub struct JobRetried<'a> {
 impl Event for JobRetried<'_> {
     fn emit(self, c: &PipelineCounts) {
         c.retried.add(1);
-        warn!(
-            pipeline = %c.pipeline, message_id = %self.id, attempt = self.attempt,
-            retry_in_ms = self.delay.as_millis() as u64, reason = %self.reason,
-            "job failed; will retry"
-        );
+        let retry_in_ms = self.delay.as_millis() as u64;
+        if c.failure_lines.admit(&c.pipeline) {
+            warn!(
+                pipeline = %c.pipeline, message_id = %self.id, attempt = self.attempt,
+                retry_in_ms, reason = %self.reason, "job failed; will retry"
+            );
+        } else {
+            debug!(
+                pipeline = %c.pipeline, message_id = %self.id, attempt = self.attempt,
+                retry_in_ms, reason = %self.reason, "job failed; will retry"
+            );
+        }
     }
 }
 
@@ -194,10 +279,17 @@ pub struct JobDeadLettered<'a> {
 impl Event for JobDeadLettered<'_> {
     fn emit(self, c: &PipelineCounts) {
         c.dead_lettered.add(1);
-        warn!(
-            pipeline = %c.pipeline, message_id = %self.id, attempt = self.attempt,
-            reason = %self.reason, dead_letters = %self.target, "job dead-lettered"
-        );
+        if c.failure_lines.admit(&c.pipeline) {
+            warn!(
+                pipeline = %c.pipeline, message_id = %self.id, attempt = self.attempt,
+                reason = %self.reason, dead_letters = %self.target, "job dead-lettered"
+            );
+        } else {
+            debug!(
+                pipeline = %c.pipeline, message_id = %self.id, attempt = self.attempt,
+                reason = %self.reason, dead_letters = %self.target, "job dead-lettered"
+            );
+        }
     }
 }
 

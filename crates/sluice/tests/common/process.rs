@@ -17,6 +17,18 @@ pub struct Running {
 /// Starts `sluice run -c config` (plus `extra` arguments), its stdout and
 /// stderr going to `dir/run-<n>.log`.
 pub fn start(dir: &Path, n: usize, config: &Path, extra: &[&str]) -> Running {
+    start_env(dir, n, config, extra, &[])
+}
+
+/// [`start`] with environment variables set (after `RUST_LOG=info`, so
+/// they can override it).
+pub fn start_env(
+    dir: &Path,
+    n: usize,
+    config: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Running {
     let log = dir.join(format!("run-{n}.log"));
     let out = File::create(&log).expect("create the log");
     let err = out.try_clone().expect("clone the log");
@@ -26,6 +38,7 @@ pub fn start(dir: &Path, n: usize, config: &Path, extra: &[&str]) -> Running {
         .args(extra)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
