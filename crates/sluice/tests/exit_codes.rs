@@ -270,3 +270,40 @@ async fn a_downstream_failing_every_job_is_summed_up_not_logged_per_job() {
         .sum();
     assert_eq!(one_by_one as u64 + held_back, 300, "{log}");
 }
+
+/// `--log-format json`: every log line is one JSON object; job lines carry
+/// the pipeline, the message id and the attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line_and_job_lines_say_which_job() {
+    let rx = receiver(ReceiverConfig {
+        error_rate: 1.0,
+        error_status: 422,
+        ..ReceiverConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..3).map(|i| format!(r#"{{"id": {i}}}"#)).collect();
+    let input = jobs(dir.path(), &lines);
+    let cfg = config(dir.path(), &input, "", &rx);
+    let mut run = process::start(dir.path(), 1, &cfg, &["--log-format", "json"]);
+    let status = run.wait(WAIT).await;
+    let log = run.log();
+    assert_eq!(status.code(), Some(EXIT_DEAD_LETTERED), "{log}");
+    // The summary follows the log lines, as plain text.
+    let json_lines: Vec<serde_json::Value> = log
+        .lines()
+        .take_while(|l| !l.starts_with("pipeline t:"))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let jobs: Vec<_> = json_lines
+        .iter()
+        .filter(|v| v["message"] == "job dead-lettered")
+        .collect();
+    assert_eq!(jobs.len(), 3, "{log}");
+    for j in jobs {
+        assert_eq!(j["pipeline"], "t");
+        assert_eq!(j["attempt"], 1);
+        assert!(j["message_id"].is_string(), "{j}");
+        assert!(j["reason"].as_str().unwrap().contains("422"), "{j}");
+    }
+}

@@ -84,6 +84,7 @@ pub fn init_tracing(default_level: &str, format: LogFormat) {
             .with_env_filter(filter)
             .with_writer(writer)
             .with_target(false)
+            .flatten_event(true)
             .with_current_span(false)
             .try_init(),
     };
