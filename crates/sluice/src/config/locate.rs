@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-use toml_edit::{ImDocument, Item};
+use std::ops::Range;
+
+use toml_edit::{ImDocument, Item, Value};
 
 /// A field's path: `pipeline[0].step[2].regex`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -21,6 +23,30 @@ impl FieldPath {
             self.0.push(Segment::Key(part.to_owned()));
         }
         self
+    }
+
+    /// Appends one key, dots and all (a key may hold a dot: `"a.b" = 1`).
+    pub fn push_key(mut self, k: &str) -> FieldPath {
+        self.0.push(Segment::Key(k.to_owned()));
+        self
+    }
+
+    /// The path without its last part.
+    pub fn parent(&self) -> FieldPath {
+        let mut p = self.clone();
+        p.0.pop();
+        p
+    }
+
+    /// True for `pipeline[N].step[M]` and `pipeline[N].source`: the tables
+    /// serde reads whole, by their `type`.
+    pub fn tagged_table(&self) -> Option<&'static str> {
+        use Segment::*;
+        match self.0.as_slice() {
+            [Key(p), Index(_), Key(s), Index(_)] if p == "pipeline" && s == "step" => Some("step"),
+            [Key(p), Index(_), Key(s)] if p == "pipeline" && s == "source" => Some("source"),
+            _ => None,
+        }
     }
 
     pub fn index(mut self, i: usize) -> FieldPath {
@@ -68,6 +94,67 @@ pub fn line_of(text: &str, path: &FieldPath) -> Option<usize> {
         }
     }
     span.map(|s| line_at(text, s.start))
+}
+
+/// The path of the deepest item of `doc` whose span holds byte `at`: a
+/// value (or an element of an array, a field of an inline table), or else a
+/// table whose header holds it.
+pub fn path_at(doc: &ImDocument<&str>, at: usize) -> Option<FieldPath> {
+    in_item(doc.as_item(), at, FieldPath::default())
+}
+
+fn in_item(item: &Item, at: usize, path: FieldPath) -> Option<FieldPath> {
+    match item {
+        Item::None => None,
+        Item::Value(v) => in_value(v, at, path),
+        Item::Table(t) => in_table(t, at, path),
+        Item::ArrayOfTables(a) => a
+            .iter()
+            .enumerate()
+            .find_map(|(i, t)| in_table(t, at, path.clone().index(i))),
+    }
+}
+
+fn in_table(t: &toml_edit::Table, at: usize, path: FieldPath) -> Option<FieldPath> {
+    for (k, item) in t.iter() {
+        if let Some(p) = in_item(item, at, path.clone().push_key(k)) {
+            return Some(p);
+        }
+    }
+    t.span().filter(|s| contains(s, at)).map(|_| path)
+}
+
+fn in_value(v: &Value, at: usize, path: FieldPath) -> Option<FieldPath> {
+    if !v.span().is_some_and(|s| contains(&s, at)) {
+        return None;
+    }
+    let inner = match v {
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| in_value(v, at, path.clone().index(i))),
+        Value::InlineTable(t) => t
+            .iter()
+            .find_map(|(k, v)| in_value(v, at, path.clone().push_key(k))),
+        _ => None,
+    };
+    inner.or(Some(path))
+}
+
+fn contains(span: &Range<usize>, at: usize) -> bool {
+    span.start <= at && at < span.end.max(span.start + 1)
+}
+
+/// The item at `path` in `doc`, if it is there.
+pub fn item_at<'d>(doc: &'d ImDocument<&str>, path: &FieldPath) -> Option<&'d Item> {
+    let mut item = doc.as_item();
+    for seg in &path.0 {
+        item = match seg {
+            Segment::Key(k) => item.get(k.as_str())?,
+            Segment::Index(i) => item.get(*i)?,
+        };
+    }
+    Some(item)
 }
 
 /// The path of the table whose header is the last one before byte `at`,

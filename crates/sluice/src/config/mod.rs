@@ -30,11 +30,13 @@ mod locate;
 mod registry;
 
 use std::fmt;
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
+use toml_edit::{ImDocument, Item};
 
 pub use locate::FieldPath;
 pub use registry::SourceTable;
@@ -207,32 +209,62 @@ pub fn parse(
         field,
         message,
     };
-    let text = env::substitute(text, lookup).map_err(|(line, msg)| err(Some(line), None, msg))?;
-    // toml's own message quotes the offending line, which may hold a
-    // substituted secret: keep only its message and position.
-    let config: Config = toml::from_str(&text).map_err(|e| {
-        let message = e.message().trim().to_owned();
-        let Some(span) = e.span() else {
-            return err(None, None, message);
+    let mut substituted =
+        env::substitute(text, lookup).map_err(|(line, msg)| err(Some(line), None, msg))?;
+    let config: Config = loop {
+        // toml's own message quotes the offending line, which may hold a
+        // substituted secret: keep only its message and position.
+        let e = match toml::from_str(&substituted.text) {
+            Ok(config) => break config,
+            Err(e) => e,
         };
-        // serde reads a tagged table (a step, a source) whole, so its errors
-        // point at the table: name the table, and find the field's own line.
-        let (table, header_line) = locate::table_at(&text, span.start);
+        let (span, message) = locate_error(&substituted.text, &e);
+        // `"${N}"` where the field takes a number: read it as the number.
+        if message.starts_with("invalid type: string") {
+            let whole = substituted
+                .whole
+                .iter()
+                .position(|w| Some(&w.span) == span.as_ref());
+            if let Some(i) = whole {
+                if substituted.make_bare(i) {
+                    continue;
+                }
+            }
+        }
+        let text = &substituted.text;
+        let message = hint(&message);
+        let Some(span) = span else {
+            return Err(err(None, None, message));
+        };
         let named = ["unknown field `", "missing field `"]
             .iter()
             .find_map(|p| message.strip_prefix(p))
             .and_then(|rest| rest.split('`').next());
         let (field, line) = match named {
-            Some(name) => (
-                table.clone().key(name),
-                locate::key_line(&text, header_line, name)
-                    .unwrap_or(locate::line_at(&text, span.start)),
-            ),
-            None => (table, locate::line_at(&text, span.start)),
+            // A field that is not there has no span of its own: name the
+            // table around it, and find the field's own line.
+            Some(name) => {
+                let (table, header_line) = locate::table_at(text, span.start);
+                let line = locate::key_line(text, header_line, name)
+                    .unwrap_or(locate::line_at(text, span.start));
+                (table.key(name), line)
+            }
+            None => {
+                let path = ImDocument::parse(text.as_str())
+                    .ok()
+                    .and_then(|doc| locate::path_at(&doc, span.start))
+                    .unwrap_or_else(|| locate::table_at(text, span.start).0);
+                (path, locate::line_at(text, span.start))
+            }
         };
         let field = field.to_string();
-        err(Some(line), (!field.is_empty()).then_some(field), message)
-    })?;
+        return Err(err(
+            Some(line),
+            (!field.is_empty()).then_some(field),
+            message,
+        ));
+    };
+    let text = substituted.text;
     if config.pipelines.is_empty() {
         return Err(err(
             None,
@@ -245,6 +277,83 @@ pub fn parse(
         file: file.to_owned(),
         text,
     })
+}
+
+/// Where a deserialization error is, and what it says. serde reads a
+/// step's or a source's table whole (by its `type`), so its errors point at
+/// the table: such a table is read again as its type's own config, whose
+/// errors point at the value.
+fn locate_error(text: &str, e: &toml::de::Error) -> (Option<Range<usize>>, String) {
+    let message = e.message().trim().to_owned();
+    let Some(span) = e.span() else {
+        return (None, message);
+    };
+    let Ok(doc) = ImDocument::parse(text) else {
+        return (Some(span), message);
+    };
+    let mut path =
+        locate::path_at(&doc, span.start).unwrap_or_else(|| locate::table_at(text, span.start).0);
+    loop {
+        if let Some(kind) = path.tagged_table() {
+            let table = match locate::item_at(&doc, &path) {
+                Some(Item::Table(t)) => Some(t.clone()),
+                Some(Item::Value(toml_edit::Value::InlineTable(t))) => Some(t.clone().into_table()),
+                _ => None,
+            };
+            let inner = table.and_then(|mut t| {
+                let ty = t.remove("type")?.as_str()?.to_owned();
+                registry::table_error(kind, &ty, t)
+            });
+            if let Some(inner) = inner.filter(|i| i.span().is_some()) {
+                return (inner.span(), inner.message().trim().to_owned());
+            }
+            break;
+        }
+        if path == FieldPath::default() {
+            break;
+        }
+        path = path.parent();
+    }
+    (Some(span), message)
+}
+
+/// serde's message, with what to write instead.
+fn hint(message: &str) -> String {
+    let expected = message.rsplit_once(", expected ").map(|(_, e)| e.trim());
+    let fix = if message.starts_with("invalid type") || message.starts_with("invalid value") {
+        match expected {
+            Some("usize" | "u64") => "write a whole number, 0 or more, without quotes".into(),
+            Some(small @ ("u32" | "u16" | "u8")) => {
+                let max = match small {
+                    "u8" => u32::from(u8::MAX),
+                    "u16" => u32::from(u16::MAX),
+                    _ => u32::MAX,
+                };
+                format!("write a whole number from 0 to {max}, without quotes")
+            }
+            Some("i64" | "i32") => "write a whole number, without quotes".into(),
+            Some("f64" | "f32") => "write a number, without quotes".into(),
+            Some("a boolean") => "write true or false, without quotes".into(),
+            Some("a string") => "write a string, in quotes".into(),
+            Some("a sequence") => "write a list: [ ... ]".into(),
+            Some(e) if e.starts_with("struct") || e == "a map" => {
+                "write a table: [section] or { key = value }".into()
+            }
+            _ => String::new(),
+        }
+    } else if let Some(rest) = message.strip_prefix("missing field `") {
+        let name = rest.split('`').next().unwrap_or("");
+        format!("add `{name} = ...`")
+    } else if message.starts_with("unknown field") {
+        "remove it, or fix its name".into()
+    } else {
+        String::new()
+    };
+    if fix.is_empty() {
+        message.to_owned()
+    } else {
+        format!("{message}: {fix}")
+    }
 }
 
 impl Loaded {
@@ -463,5 +572,39 @@ mod tests {
         let e = parse("c.toml", text, |_| Some("hunter2".into())).unwrap_err();
         assert!(!e.to_string().contains("hunter2"), "{e}");
         assert_eq!(e.line, Some(3));
+    }
+
+    const PIPELINE: &str = "[[pipeline]]\nname = \"p\"\nconcurrency = \"${N}\"\n[pipeline.source]\ntype = \"file\"\npath = \"x\"\nmax_pending = \"${N}\"\n[[pipeline.step]]\ntype = \"http\"\nurl = \"http://h/x\"\ntimeout_ms = \"${N}\"\nheaders = { x-n = \"${N}\" }\n";
+
+    #[test]
+    fn a_lone_reference_is_a_number_where_the_field_takes_one() {
+        let loaded = parse("c.toml", PIPELINE, |_| Some("12".into())).unwrap();
+        let p = &loaded.config.pipelines[0];
+        assert_eq!(p.concurrency, 12);
+        let crate::steps::StepConfig::Http(http) = &p.steps[0] else {
+            panic!("an http step");
+        };
+        assert_eq!(http.timeout_ms, 12);
+        assert_eq!(http.headers["x-n"], "12", "a string field stays a string");
+    }
+
+    #[test]
+    fn type_errors_name_the_whole_path() {
+        let e = parse("c.toml", PIPELINE, |_| Some("many".into())).unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert_eq!(e.field.as_deref(), Some("pipeline[0].concurrency"), "{e}");
+        assert!(e.message.contains("write a whole number"), "{e}");
+        let text = PIPELINE.replace("\"${N}\"\nheaders", "\"soon\"\nheaders");
+        let e = parse("c.toml", &text, |_| Some("3".into())).unwrap_err();
+        assert_eq!(e.line, Some(11), "{e}");
+        assert_eq!(
+            e.field.as_deref(),
+            Some("pipeline[0].step[0].timeout_ms"),
+            "{e}"
+        );
+        let text = format!("shutdown_timeout_secs = true\n{PIPELINE}");
+        let e = parse("c.toml", &text, |_| Some("3".into())).unwrap_err();
+        assert_eq!(e.line, Some(1), "{e}");
+        assert_eq!(e.field.as_deref(), Some("shutdown_timeout_secs"), "{e}");
     }
 }
