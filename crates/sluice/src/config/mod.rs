@@ -17,15 +17,20 @@
 //! backoff = { initial_ms = 500, max_ms = 60000, jitter = true }
 //! ```
 //!
-//! Unknown fields are errors. Every error names the file, the line and the
-//! field. `${VAR}` anywhere in the file is replaced from the environment
-//! (see [`env`]).
+//! Unknown fields are errors. Every error names the file, the line, the
+//! field's whole path (`pipeline[0].step[1].timeout_ms`) and what to do.
+//! `${VAR}` in a string value is replaced from the environment (see
+//! [`env`]). [`Loaded::check`] refuses, before anything connects, what would
+//! fail every job: a URL no job can reach, a template that calls an unknown
+//! filter, an input file that is not there, a checkpoint that cannot be
+//! written, a concurrency the open-files limit cannot hold (see [`limits`]).
 //!
 //! A config only builds [workers](crate::worker::Worker): each pipeline's
 //! source builds itself from its own folder's config, its steps become one
 //! handler ([`Steps`]), and [`run`] runs the workers side by side.
 
 pub mod env;
+pub mod limits;
 mod locate;
 mod registry;
 
@@ -391,6 +396,12 @@ impl Loaded {
             if p.concurrency == 0 {
                 return Err(self.error_at(&at.clone().key("concurrency"), "must be at least 1"));
             }
+            if p.max_body_bytes == 0 {
+                return Err(self.error_at(
+                    &at.clone().key("max_body_bytes"),
+                    "must be at least 1: 0 would dead-letter every message unread",
+                ));
+            }
             if p.job_timeout_secs == 0 {
                 return Err(
                     self.error_at(&at.clone().key("job_timeout_secs"), "must be at least 1")
@@ -463,14 +474,40 @@ impl Loaded {
                 retry,
             });
         }
+        // The hard limit is what `run` can raise the soft one to.
+        let needed = limits::needed(&self.config.pipelines);
+        if let Some(why) = limits::current()
+            .ok()
+            .and_then(|(_, hard)| limits::refusal(needed, hard))
+        {
+            let (biggest, _) = self
+                .config
+                .pipelines
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, p)| p.concurrency)
+                .expect("a config has a pipeline");
+            let at = FieldPath::default()
+                .key("pipeline")
+                .index(biggest)
+                .key("concurrency");
+            return Err(self.error_at(&at, why));
+        }
         Ok(out)
     }
 
     /// Checks the config, connects every source and builds one worker per
     /// pipeline. Nothing runs until the workers do.
     pub async fn workers(&self, opts: &RunOptions) -> Result<Vec<Worker>, ConfigError> {
+        let plans = self.plans()?;
+        limits::raise(limits::needed(&self.config.pipelines)).map_err(|message| ConfigError {
+            file: self.file.clone(),
+            line: None,
+            field: None,
+            message,
+        })?;
         let mut workers = Vec::new();
-        for plan in self.plans()? {
+        for plan in plans {
             let p = &self.config.pipelines[plan.index];
             let at = FieldPath::default()
                 .key("pipeline")
