@@ -50,6 +50,8 @@ pub struct Whole {
     pub span: Range<usize>,
     /// Its value.
     pub value: String,
+    /// The reference as written in the string: `${WORKERS}`.
+    pub reference: String,
 }
 
 impl Substituted {
@@ -136,6 +138,7 @@ pub fn substitute(
             whole.push(Whole {
                 span: start..out.len(),
                 value: expanded.value,
+                reference: value,
             });
         }
         copied = span.end;

@@ -38,13 +38,10 @@ impl FieldPath {
         p
     }
 
-    /// True for `pipeline[N].step[M]` and `pipeline[N].source`: the tables
-    /// serde reads whole, by their `type`.
-    pub fn tagged_table(&self) -> Option<&'static str> {
-        use Segment::*;
+    /// N, for a path that starts `pipeline[N]`.
+    pub fn pipeline_index(&self) -> Option<usize> {
         match self.0.as_slice() {
-            [Key(p), Index(_), Key(s), Index(_)] if p == "pipeline" && s == "step" => Some("step"),
-            [Key(p), Index(_), Key(s)] if p == "pipeline" && s == "source" => Some("source"),
+            [Segment::Key(p), Segment::Index(i), ..] if p == "pipeline" => Some(*i),
             _ => None,
         }
     }
@@ -72,7 +69,7 @@ impl fmt::Display for FieldPath {
 pub fn line_of(text: &str, path: &FieldPath) -> Option<usize> {
     let doc = ImDocument::parse(text).ok()?;
     let mut item: &Item = doc.as_item();
-    let mut span = None;
+    let mut found = FieldPath::default();
     for seg in &path.0 {
         let next = match seg {
             Segment::Key(k) => item.get(k.as_str()),
@@ -81,19 +78,32 @@ pub fn line_of(text: &str, path: &FieldPath) -> Option<usize> {
         match next {
             Some(n) => {
                 item = n;
-                span = n.span().or(span);
+                found.0.push(seg.clone());
             }
             None => break,
         }
     }
-    // Tables from `[[header]]`s have no span of their own in toml_edit;
-    // fall back to the header line of the array-of-tables entry.
-    if span.is_none() {
-        if let Some(t) = item.as_table() {
-            span = t.span();
-        }
+    match item {
+        Item::Value(v) => v.span().map(|s| line_at(text, s.start)),
+        // A `[table]` or `[[table]]` is found by its header: toml_edit gives
+        // the tables of an array none of their own.
+        _ => header_line(text, &found),
     }
-    span.map(|s| line_at(text, s.start))
+}
+
+/// The line of the first table header at or under `path`.
+fn header_line(text: &str, path: &FieldPath) -> Option<usize> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        if line.trim_start().starts_with('[') {
+            let (p, n) = table_at(text, offset);
+            if p.0.starts_with(&path.0) {
+                return Some(n);
+            }
+        }
+        offset += line.len();
+    }
+    None
 }
 
 /// The path of the deepest item of `doc` whose span holds byte `at`: a

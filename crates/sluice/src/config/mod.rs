@@ -223,7 +223,7 @@ pub fn parse(
             Ok(config) => break config,
             Err(e) => e,
         };
-        let (span, message) = locate_error(&substituted.text, &e);
+        let (span, mut message) = locate_error(&substituted.text, &e);
         // `"${N}"` where the field takes a number: read it as the number.
         if message.starts_with("invalid type: string") {
             let whole = substituted
@@ -234,6 +234,10 @@ pub fn parse(
                 if substituted.make_bare(i) {
                     continue;
                 }
+                // Name the variable rather than print its value.
+                let w = &substituted.whole[i];
+                let quoted = format!("{:?}", w.value);
+                message = message.replacen(&quoted, &format!("from `{}`", w.reference), 1);
             }
         }
         let text = &substituted.text;
@@ -296,28 +300,47 @@ fn locate_error(text: &str, e: &toml::de::Error) -> (Option<Range<usize>>, Strin
     let Ok(doc) = ImDocument::parse(text) else {
         return (Some(span), message);
     };
-    let mut path =
+    let path =
         locate::path_at(&doc, span.start).unwrap_or_else(|| locate::table_at(text, span.start).0);
-    loop {
-        if let Some(kind) = path.tagged_table() {
-            let table = match locate::item_at(&doc, &path) {
-                Some(Item::Table(t)) => Some(t.clone()),
-                Some(Item::Value(toml_edit::Value::InlineTable(t))) => Some(t.clone().into_table()),
-                _ => None,
+    if matches!(locate::item_at(&doc, &path), Some(Item::Value(v)) if !v.is_inline_table()) {
+        // A value's own error: serde named it already.
+        return (Some(span), message);
+    }
+    // The error names a table, or an array of them, which may not be the
+    // one at fault: read each source and step again, from the pipeline
+    // named on, in the order serde reads them; the first error is it.
+    let first = path.pipeline_index().unwrap_or(0);
+    let pipelines = doc
+        .get("pipeline")
+        .and_then(Item::as_array_of_tables)
+        .map_or(0, |a| a.len());
+    for i in first..pipelines {
+        let at = FieldPath::default().key("pipeline").index(i);
+        let steps = locate::item_at(&doc, &at.clone().key("step")).map_or(0, |s| {
+            s.as_array_of_tables()
+                .map(|a| a.len())
+                .or(s.as_array().map(|a| a.len()))
+                .unwrap_or(0)
+        });
+        let tables = std::iter::once(("source", at.clone().key("source")))
+            .chain((0..steps).map(|j| ("step", at.clone().key("step").index(j))));
+        for (kind, at) in tables {
+            let mut table = match locate::item_at(&doc, &at) {
+                Some(Item::Table(t)) => t.clone(),
+                Some(Item::Value(toml_edit::Value::InlineTable(t))) => t.clone().into_table(),
+                _ => continue,
             };
-            let inner = table.and_then(|mut t| {
-                let ty = t.remove("type")?.as_str()?.to_owned();
-                registry::table_error(kind, &ty, t)
-            });
+            let Some(ty) = table
+                .remove("type")
+                .and_then(|t| t.as_str().map(str::to_owned))
+            else {
+                continue;
+            };
+            let inner = registry::table_error(kind, &ty, table);
             if let Some(inner) = inner.filter(|i| i.span().is_some()) {
                 return (inner.span(), inner.message().trim().to_owned());
             }
-            break;
         }
-        if path == FieldPath::default() {
-            break;
-        }
-        path = path.parent();
     }
     (Some(span), message)
 }
