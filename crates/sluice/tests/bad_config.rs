@@ -125,3 +125,57 @@ fn check_and_run_refuse_every_bad_config() {
         failed.join("\n\n")
     );
 }
+
+/// `run` raises the open-files soft limit to what the concurrency needs
+/// (1000 jobs with one http step: about 2256), and refuses, naming the
+/// number, when the hard limit is lower.
+#[test]
+fn run_raises_the_open_files_limit_or_refuses() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    std::fs::write(dir.path().join("jobs.ndjson"), "").expect("write jobs");
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        "[[pipeline]]\nname = \"t\"\nconcurrency = 1000  # <- error\n\
+         [pipeline.source]\ntype = \"file\"\npath = \"jobs.ndjson\"\n\
+         [[pipeline.step]]\ntype = \"http\"\nurl = \"http://127.0.0.1:9/x\"\n",
+    )
+    .expect("write the config");
+    // `ulimit` in a shell: the workspace forbids the unsafe code that
+    // setrlimit(2) needs here.
+    let run = |limits: &str| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{limits} && exec \"$0\" run --progress off -c \"$1\""
+            ))
+            .arg(BIN)
+            .arg(&config)
+            .current_dir(dir.path())
+            .env("RUST_LOG", "info")
+            .output()
+            .expect("run sh");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+
+    let (code, log) = run("ulimit -Sn 300");
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        log.contains("raised the open-files soft limit") && log.contains("to=2256"),
+        "{log}"
+    );
+
+    let (code, log) = run("ulimit -Sn 512 && ulimit -Hn 1024");
+    assert_eq!(code, Some(1), "{log}");
+    let at = format!("error: {}:3: pipeline[0].concurrency: ", config.display());
+    assert!(log.starts_with(&at), "want `{at}`: {log}");
+    assert!(
+        log.contains("needs about 2256 open files, over the hard limit of 1024"),
+        "{log}"
+    );
+}
