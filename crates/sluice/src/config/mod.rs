@@ -29,19 +29,18 @@
 //! source builds itself from its own folder's config, its steps become one
 //! handler ([`Steps`]), and [`run`] runs the workers side by side.
 
+mod de;
 pub mod env;
 pub mod limits;
 mod locate;
 mod registry;
 
 use std::fmt;
-use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use toml_edit::{ImDocument, Item};
 
 pub use locate::FieldPath;
 pub use registry::SourceTable;
@@ -216,63 +215,8 @@ pub fn parse(
     };
     let mut substituted =
         env::substitute(text, lookup).map_err(|(line, msg)| err(Some(line), None, msg))?;
-    let config: Config = loop {
-        // toml's own message quotes the offending line, which may hold a
-        // substituted secret: keep only its message and position.
-        let e = match toml::from_str(&substituted.text) {
-            Ok(config) => break config,
-            Err(e) => e,
-        };
-        let (span, mut message) = locate_error(&substituted.text, &e);
-        // `"${N}"` where the field takes a number: read it as the number.
-        if message.starts_with("invalid type: string") {
-            let whole = substituted
-                .whole
-                .iter()
-                .position(|w| Some(&w.span) == span.as_ref());
-            if let Some(i) = whole {
-                if substituted.make_bare(i) {
-                    continue;
-                }
-                // Name the variable rather than print its value.
-                let w = &substituted.whole[i];
-                let quoted = format!("{:?}", w.value);
-                message = message.replacen(&quoted, &format!("from `{}`", w.reference), 1);
-            }
-        }
-        let text = &substituted.text;
-        let message = hint(&message);
-        let Some(span) = span else {
-            return Err(err(None, None, message));
-        };
-        let named = ["unknown field `", "missing field `"]
-            .iter()
-            .find_map(|p| message.strip_prefix(p))
-            .and_then(|rest| rest.split('`').next());
-        let (field, line) = match named {
-            // A field that is not there has no span of its own: name the
-            // table around it, and find the field's own line.
-            Some(name) => {
-                let (table, header_line) = locate::table_at(text, span.start);
-                let line = locate::key_line(text, header_line, name)
-                    .unwrap_or(locate::line_at(text, span.start));
-                (table.key(name), line)
-            }
-            None => {
-                let path = ImDocument::parse(text.as_str())
-                    .ok()
-                    .and_then(|doc| locate::path_at(&doc, span.start))
-                    .unwrap_or_else(|| locate::table_at(text, span.start).0);
-                (path, locate::line_at(text, span.start))
-            }
-        };
-        let field = field.to_string();
-        return Err(err(
-            Some(line),
-            (!field.is_empty()).then_some(field),
-            message,
-        ));
-    };
+    let config: Config =
+        de::deserialize(&mut substituted).map_err(|e| err(e.line, e.field, e.message))?;
     let text = substituted.text;
     if config.pipelines.is_empty() {
         return Err(err(
@@ -286,102 +230,6 @@ pub fn parse(
         file: file.to_owned(),
         text,
     })
-}
-
-/// Where a deserialization error is, and what it says. serde reads a
-/// step's or a source's table whole (by its `type`), so its errors point at
-/// the table: such a table is read again as its type's own config, whose
-/// errors point at the value.
-fn locate_error(text: &str, e: &toml::de::Error) -> (Option<Range<usize>>, String) {
-    let message = e.message().trim().to_owned();
-    let Some(span) = e.span() else {
-        return (None, message);
-    };
-    let Ok(doc) = ImDocument::parse(text) else {
-        return (Some(span), message);
-    };
-    let path =
-        locate::path_at(&doc, span.start).unwrap_or_else(|| locate::table_at(text, span.start).0);
-    if matches!(locate::item_at(&doc, &path), Some(Item::Value(v)) if !v.is_inline_table()) {
-        // A value's own error: serde named it already.
-        return (Some(span), message);
-    }
-    // The error names a table, or an array of them, which may not be the
-    // one at fault: read each source and step again, from the pipeline
-    // named on, in the order serde reads them; the first error is it.
-    let first = path.pipeline_index().unwrap_or(0);
-    let pipelines = doc
-        .get("pipeline")
-        .and_then(Item::as_array_of_tables)
-        .map_or(0, |a| a.len());
-    for i in first..pipelines {
-        let at = FieldPath::default().key("pipeline").index(i);
-        let steps = locate::item_at(&doc, &at.clone().key("step")).map_or(0, |s| {
-            s.as_array_of_tables()
-                .map(|a| a.len())
-                .or(s.as_array().map(|a| a.len()))
-                .unwrap_or(0)
-        });
-        let tables = std::iter::once(("source", at.clone().key("source")))
-            .chain((0..steps).map(|j| ("step", at.clone().key("step").index(j))));
-        for (kind, at) in tables {
-            let mut table = match locate::item_at(&doc, &at) {
-                Some(Item::Table(t)) => t.clone(),
-                Some(Item::Value(toml_edit::Value::InlineTable(t))) => t.clone().into_table(),
-                _ => continue,
-            };
-            let Some(ty) = table
-                .remove("type")
-                .and_then(|t| t.as_str().map(str::to_owned))
-            else {
-                continue;
-            };
-            let inner = registry::table_error(kind, &ty, table);
-            if let Some(inner) = inner.filter(|i| i.span().is_some()) {
-                return (inner.span(), inner.message().trim().to_owned());
-            }
-        }
-    }
-    (Some(span), message)
-}
-
-/// serde's message, with what to write instead.
-fn hint(message: &str) -> String {
-    let expected = message.rsplit_once(", expected ").map(|(_, e)| e.trim());
-    let fix = if message.starts_with("invalid type") || message.starts_with("invalid value") {
-        match expected {
-            Some("usize" | "u64") => "write a whole number, 0 or more, without quotes".into(),
-            Some(small @ ("u32" | "u16" | "u8")) => {
-                let max = match small {
-                    "u8" => u32::from(u8::MAX),
-                    "u16" => u32::from(u16::MAX),
-                    _ => u32::MAX,
-                };
-                format!("write a whole number from 0 to {max}, without quotes")
-            }
-            Some("i64" | "i32") => "write a whole number, without quotes".into(),
-            Some("f64" | "f32") => "write a number, without quotes".into(),
-            Some("a boolean") => "write true or false, without quotes".into(),
-            Some("a string") => "write a string, in quotes".into(),
-            Some("a sequence") => "write a list: [ ... ]".into(),
-            Some(e) if e.starts_with("struct") || e == "a map" => {
-                "write a table: [section] or { key = value }".into()
-            }
-            _ => String::new(),
-        }
-    } else if let Some(rest) = message.strip_prefix("missing field `") {
-        let name = rest.split('`').next().unwrap_or("");
-        format!("add `{name} = ...`")
-    } else if message.starts_with("unknown field") {
-        "remove it, or fix its name".into()
-    } else {
-        String::new()
-    };
-    if fix.is_empty() {
-        message.to_owned()
-    } else {
-        format!("{message}: {fix}")
-    }
 }
 
 impl Loaded {
