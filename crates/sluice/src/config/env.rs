@@ -147,7 +147,7 @@ pub fn substitute(
     Ok(Substituted { text: out, whole })
 }
 
-/// Collects the strings that hold a `$` (with their spans), and refuses
+/// Collects the strings that hold a `${` (with their spans), and refuses
 /// keys that hold a `${`.
 fn walk_item(
     text: &str,
@@ -181,7 +181,8 @@ fn walk_value(
     found: &mut Vec<(Range<usize>, String)>,
 ) -> Result<(), (usize, String)> {
     match v {
-        Value::String(s) if s.value().contains('$') => {
+        // `$${` holds `${` too: it is unescaped like a reference.
+        Value::String(s) if s.value().contains("${") => {
             if let Some(span) = s.span() {
                 found.push((span, s.value().clone()));
             }
