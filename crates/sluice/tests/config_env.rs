@@ -41,6 +41,7 @@ fn printed(out: &Output) -> String {
 const INJECTION: &str = r#"tok", "x-injected" = "yes"#;
 const BACKSLASHES: &str = r#"a\nb\\c\"d\u0041"#;
 const DOLLARS: &str = "${SLUICE_T_TOKEN} $${x}";
+const BODY: &str = "{\"note\": \"line 1\nline 2\\t\", \"tab\": \"\t\"}\r\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_carry_exactly_what_the_environment_holds() {
@@ -59,6 +60,8 @@ path = "jobs.ndjson"
 type = "http"
 url = "{url}/jobs/{{{{ body.id }}}}"
 headers = {{ authorization = "Bearer ${{SLUICE_T_TOKEN}}", x-raw = '${{SLUICE_T_RAW}}', x-dollar = "${{SLUICE_T_DOLLAR}}", x-default = "${{SLUICE_T_UNSET:-plain}}" }}
+body = """
+${{SLUICE_T_BODY}}"""
 "#,
         url = rx.url()
     );
@@ -68,6 +71,7 @@ headers = {{ authorization = "Bearer ${{SLUICE_T_TOKEN}}", x-raw = '${{SLUICE_T_
         ("SLUICE_T_TOKEN", INJECTION),
         ("SLUICE_T_RAW", BACKSLASHES),
         ("SLUICE_T_DOLLAR", DOLLARS),
+        ("SLUICE_T_BODY", BODY),
     ];
     let out = sluice(dir.path(), &["run", "--progress", "off"], &env).await;
     let log = printed(&out);
@@ -83,6 +87,7 @@ headers = {{ authorization = "Bearer ${{SLUICE_T_TOKEN}}", x-raw = '${{SLUICE_T_
         assert_eq!(r.header("x-raw"), Some(BACKSLASHES));
         assert_eq!(r.header("x-dollar"), Some(DOLLARS), "substituted twice");
         assert_eq!(r.header("x-default"), Some("plain"));
+        assert_eq!(r.body, BODY.as_bytes(), "newlines, tabs, escapes");
     }
     for secret in [INJECTION, BACKSLASHES] {
         assert!(!log.contains(secret), "`{secret}` printed:\n{log}");
