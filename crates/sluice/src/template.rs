@@ -1,7 +1,8 @@
 //! The one template engine every step uses: Jinja syntax through `minijinja`.
 //!
 //! A [`Template`] is compiled once, when the config is checked, so a syntax
-//! error is reported with the field it came from before anything connects.
+//! error, or a filter, test or function that does not exist, is reported
+//! with the field it came from before anything connects.
 //! Rendering is strict: a variable the job does not have is an error, not an
 //! empty string, because a webhook posted with a hole in it is worse than one
 //! dead-lettered with a reason.
