@@ -1,7 +1,8 @@
 //! The one template engine every step uses: Jinja syntax through `minijinja`.
 //!
 //! A [`Template`] is compiled once, when the config is checked, so a syntax
-//! error is reported with the field it came from before anything connects.
+//! error, or a filter, test or function that does not exist, is reported
+//! with the field it came from before anything connects.
 //! Rendering is strict: a variable the job does not have is an error, not an
 //! empty string, because a webhook posted with a hole in it is worse than one
 //! dead-lettered with a reason.
@@ -67,6 +68,7 @@ impl Template {
         env.add_filter("tojson", tojson_strict);
         env.add_template_owned(NAME, source.to_owned())
             .map_err(|e| CompileError(describe(&e)))?;
+        check_names(&env)?;
         Ok(Template {
             inner: Inner::Compiled(Arc::new(env)),
         })
@@ -113,6 +115,59 @@ fn tojson_strict(
         ));
     }
     minijinja::filters::tojson(value, indent, args)
+}
+
+/// Refuses filters, tests and functions the environment lacks: minijinja
+/// looks them up only when a job reaches them, so a misspelt filter would
+/// fail every job instead of the config.
+fn check_names(env: &Environment<'static>) -> Result<(), CompileError> {
+    use minijinja::machinery::{Instruction, get_compiled_template};
+    let t = env
+        .get_template(NAME)
+        .map_err(|e| CompileError(describe(&e)))?;
+    let compiled = get_compiled_template(&t);
+    // Names the template does not set itself (a macro, `set`) come from the
+    // job, whose values are data, never callable.
+    let from_job = t.undeclared_variables(false);
+    let unknown = |expr: &str, kind: minijinja::ErrorKind| {
+        env.compile_expression(expr)
+            .and_then(|e| e.eval(()))
+            .is_err_and(|e| e.kind() == kind)
+    };
+    let blocks = std::iter::once(&compiled.instructions).chain(compiled.blocks.values());
+    for instructions in blocks {
+        for i in 0..instructions.len() {
+            let problem = match instructions.get(i as u32) {
+                Some(Instruction::ApplyFilter(name, ..))
+                    if unknown(&format!("0 | {name}"), minijinja::ErrorKind::UnknownFilter) =>
+                {
+                    format!("unknown filter `{name}`")
+                }
+                Some(Instruction::PerformTest(name, ..))
+                    if unknown(&format!("0 is {name}"), minijinja::ErrorKind::UnknownTest) =>
+                {
+                    format!("unknown test `{name}`")
+                }
+                Some(Instruction::CallFunction(name, _))
+                    if from_job.contains(*name)
+                        && !["super", "loop", "caller"].contains(name)
+                        && !env.globals().any(|(g, _)| g == *name) =>
+                {
+                    format!("unknown function `{name}`")
+                }
+                _ => continue,
+            };
+            let line = instructions
+                .get_line(i as u32)
+                .map(|l| format!(" (template line {l})"))
+                .unwrap_or_default();
+            return Err(CompileError(format!(
+                "{problem}{line}: fix its name (the filters, tests and functions are \
+                 minijinja's builtins, see the README)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// minijinja's error with its detail and line, on one line.
@@ -183,6 +238,41 @@ mod tests {
         assert!(err.contains("undefined"), "{err}");
         let t = Template::new("{{ n | tojson(indent=2) }}").unwrap();
         assert_eq!(t.render(context! { n => 1 }).unwrap(), "1");
+    }
+
+    #[test]
+    fn unknown_filters_tests_and_functions_fail_to_compile() {
+        for (source, name) in [
+            ("{{ id | nosuch }}", "unknown filter `nosuch`"),
+            (
+                "{% if x %}{{ id | upper | nosuch(1) }}{% endif %}",
+                "unknown filter `nosuch`",
+            ),
+            (
+                "{% filter nosuch %}x{% endfilter %}",
+                "unknown filter `nosuch`",
+            ),
+            ("{{ id is nosuch }}", "unknown test `nosuch`"),
+            ("{{ nosuch(1) }}", "unknown function `nosuch`"),
+            (
+                "{% for x in xs %}{{ nosuch(x) }}{% endfor %}",
+                "unknown function `nosuch`",
+            ),
+        ] {
+            let err = Template::new(source).unwrap_err().to_string();
+            assert!(err.contains(name), "{source}: {err}");
+        }
+        for good in [
+            "{{ id | upper | tojson }}",
+            "{{ id is defined }}",
+            "{% for i in range(3) %}{{ i }}{% endfor %}",
+            "{% macro m(x) %}{{ x }}{% endmacro %}{{ m(1) }}",
+            "{% set ns = namespace(a=1) %}{{ ns.a }}",
+            "{{ dict(a=1) | tojson }}",
+            "{{ xs | map('upper') | join(',') }}",
+        ] {
+            Template::new(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
     }
 
     #[test]

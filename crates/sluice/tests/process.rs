@@ -336,7 +336,7 @@ fn line_of(text: &str, needle: &str) -> usize {
 fn with_steps(steps: &str) -> String {
     format!(
         "shutdown_timeout_secs = 10\n\n[[pipeline]]\nname = \"t\"\n\
-         [pipeline.source]\ntype = \"file\"\npath = \"jobs.ndjson\"\n{steps}"
+         [pipeline.source]\ntype = \"file\"\npath = \"-\"\n{steps}"
     )
 }
 

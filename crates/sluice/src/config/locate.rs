@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-use toml_edit::{ImDocument, Item};
+use std::ops::Range;
+
+use toml_edit::{ImDocument, Item, Value};
 
 /// A field's path: `pipeline[0].step[2].regex`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -21,6 +23,27 @@ impl FieldPath {
             self.0.push(Segment::Key(part.to_owned()));
         }
         self
+    }
+
+    /// Appends one key, dots and all (a key may hold a dot: `"a.b" = 1`).
+    pub fn push_key(mut self, k: &str) -> FieldPath {
+        self.0.push(Segment::Key(k.to_owned()));
+        self
+    }
+
+    /// The path without its last part.
+    pub fn parent(&self) -> FieldPath {
+        let mut p = self.clone();
+        p.0.pop();
+        p
+    }
+
+    /// N, for a path that starts `pipeline[N]`.
+    pub fn pipeline_index(&self) -> Option<usize> {
+        match self.0.as_slice() {
+            [Segment::Key(p), Segment::Index(i), ..] if p == "pipeline" => Some(*i),
+            _ => None,
+        }
     }
 
     pub fn index(mut self, i: usize) -> FieldPath {
@@ -46,7 +69,7 @@ impl fmt::Display for FieldPath {
 pub fn line_of(text: &str, path: &FieldPath) -> Option<usize> {
     let doc = ImDocument::parse(text).ok()?;
     let mut item: &Item = doc.as_item();
-    let mut span = None;
+    let mut found = FieldPath::default();
     for seg in &path.0 {
         let next = match seg {
             Segment::Key(k) => item.get(k.as_str()),
@@ -55,19 +78,93 @@ pub fn line_of(text: &str, path: &FieldPath) -> Option<usize> {
         match next {
             Some(n) => {
                 item = n;
-                span = n.span().or(span);
+                found.0.push(seg.clone());
             }
             None => break,
         }
     }
-    // Tables from `[[header]]`s have no span of their own in toml_edit;
-    // fall back to the header line of the array-of-tables entry.
-    if span.is_none() {
-        if let Some(t) = item.as_table() {
-            span = t.span();
+    match item {
+        Item::Value(v) => v.span().map(|s| line_at(text, s.start)),
+        // A `[table]` or `[[table]]` is found by its header: toml_edit gives
+        // the tables of an array none of their own.
+        _ => header_line(text, &found),
+    }
+}
+
+/// The line of the first table header at or under `path`.
+fn header_line(text: &str, path: &FieldPath) -> Option<usize> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        if line.trim_start().starts_with('[') {
+            let (p, n) = table_at(text, offset);
+            if p.0.starts_with(&path.0) {
+                return Some(n);
+            }
+        }
+        offset += line.len();
+    }
+    None
+}
+
+/// The path of the deepest item of `doc` whose span holds byte `at`: a
+/// value (or an element of an array, a field of an inline table), or else a
+/// table whose header holds it.
+pub fn path_at(doc: &ImDocument<&str>, at: usize) -> Option<FieldPath> {
+    in_item(doc.as_item(), at, FieldPath::default())
+}
+
+fn in_item(item: &Item, at: usize, path: FieldPath) -> Option<FieldPath> {
+    match item {
+        Item::None => None,
+        Item::Value(v) => in_value(v, at, path),
+        Item::Table(t) => in_table(t, at, path),
+        Item::ArrayOfTables(a) => a
+            .iter()
+            .enumerate()
+            .find_map(|(i, t)| in_table(t, at, path.clone().index(i))),
+    }
+}
+
+fn in_table(t: &toml_edit::Table, at: usize, path: FieldPath) -> Option<FieldPath> {
+    for (k, item) in t.iter() {
+        if let Some(p) = in_item(item, at, path.clone().push_key(k)) {
+            return Some(p);
         }
     }
-    span.map(|s| line_at(text, s.start))
+    t.span().filter(|s| contains(s, at)).map(|_| path)
+}
+
+fn in_value(v: &Value, at: usize, path: FieldPath) -> Option<FieldPath> {
+    if !v.span().is_some_and(|s| contains(&s, at)) {
+        return None;
+    }
+    let inner = match v {
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| in_value(v, at, path.clone().index(i))),
+        Value::InlineTable(t) => t
+            .iter()
+            .find_map(|(k, v)| in_value(v, at, path.clone().push_key(k))),
+        _ => None,
+    };
+    inner.or(Some(path))
+}
+
+fn contains(span: &Range<usize>, at: usize) -> bool {
+    span.start <= at && at < span.end.max(span.start + 1)
+}
+
+/// The item at `path` in `doc`, if it is there.
+pub fn item_at<'d>(doc: &'d ImDocument<&str>, path: &FieldPath) -> Option<&'d Item> {
+    let mut item = doc.as_item();
+    for seg in &path.0 {
+        item = match seg {
+            Segment::Key(k) => item.get(k.as_str())?,
+            Segment::Index(i) => item.get(*i)?,
+        };
+    }
+    Some(item)
 }
 
 /// The path of the table whose header is the last one before byte `at`,

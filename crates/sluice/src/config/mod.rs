@@ -17,15 +17,21 @@
 //! backoff = { initial_ms = 500, max_ms = 60000, jitter = true }
 //! ```
 //!
-//! Unknown fields are errors. Every error names the file, the line and the
-//! field. `${VAR}` anywhere in the file is replaced from the environment
-//! (see [`env`]).
+//! Unknown fields are errors. Every error names the file, the line, the
+//! field's whole path (`pipeline[0].step[1].timeout_ms`) and what to do.
+//! `${VAR}` in a string value is replaced from the environment (see
+//! [`env`]). [`Loaded::check`] refuses, before anything connects, what would
+//! fail every job: a URL no job can reach, a template that calls an unknown
+//! filter, an input file that is not there, a checkpoint that cannot be
+//! written, a concurrency the open-files limit cannot hold (see [`limits`]).
 //!
 //! A config only builds [workers](crate::worker::Worker): each pipeline's
 //! source builds itself from its own folder's config, its steps become one
 //! handler ([`Steps`]), and [`run`] runs the workers side by side.
 
+mod de;
 pub mod env;
+pub mod limits;
 mod locate;
 mod registry;
 
@@ -207,32 +213,11 @@ pub fn parse(
         field,
         message,
     };
-    let text = env::substitute(text, lookup).map_err(|(line, msg)| err(Some(line), None, msg))?;
-    // toml's own message quotes the offending line, which may hold a
-    // substituted secret: keep only its message and position.
-    let config: Config = toml::from_str(&text).map_err(|e| {
-        let message = e.message().trim().to_owned();
-        let Some(span) = e.span() else {
-            return err(None, None, message);
-        };
-        // serde reads a tagged table (a step, a source) whole, so its errors
-        // point at the table: name the table, and find the field's own line.
-        let (table, header_line) = locate::table_at(&text, span.start);
-        let named = ["unknown field `", "missing field `"]
-            .iter()
-            .find_map(|p| message.strip_prefix(p))
-            .and_then(|rest| rest.split('`').next());
-        let (field, line) = match named {
-            Some(name) => (
-                table.clone().key(name),
-                locate::key_line(&text, header_line, name)
-                    .unwrap_or(locate::line_at(&text, span.start)),
-            ),
-            None => (table, locate::line_at(&text, span.start)),
-        };
-        let field = field.to_string();
-        err(Some(line), (!field.is_empty()).then_some(field), message)
-    })?;
+    let mut substituted =
+        env::substitute(text, lookup).map_err(|(line, msg)| err(Some(line), None, msg))?;
+    let config: Config =
+        de::deserialize(&mut substituted).map_err(|e| err(e.line, e.field, e.message))?;
+    let text = substituted.text;
     if config.pipelines.is_empty() {
         return Err(err(
             None,
@@ -281,6 +266,12 @@ impl Loaded {
             }
             if p.concurrency == 0 {
                 return Err(self.error_at(&at.clone().key("concurrency"), "must be at least 1"));
+            }
+            if p.max_body_bytes == 0 {
+                return Err(self.error_at(
+                    &at.clone().key("max_body_bytes"),
+                    "must be at least 1: 0 would dead-letter every message unread",
+                ));
             }
             if p.job_timeout_secs == 0 {
                 return Err(
@@ -354,14 +345,40 @@ impl Loaded {
                 retry,
             });
         }
+        // The hard limit is what `run` can raise the soft one to.
+        let needed = limits::needed(&self.config.pipelines);
+        if let Some(why) = limits::current()
+            .ok()
+            .and_then(|(_, hard)| limits::refusal(needed, hard))
+        {
+            let (biggest, _) = self
+                .config
+                .pipelines
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, p)| p.concurrency)
+                .expect("a config has a pipeline");
+            let at = FieldPath::default()
+                .key("pipeline")
+                .index(biggest)
+                .key("concurrency");
+            return Err(self.error_at(&at, why));
+        }
         Ok(out)
     }
 
     /// Checks the config, connects every source and builds one worker per
     /// pipeline. Nothing runs until the workers do.
     pub async fn workers(&self, opts: &RunOptions) -> Result<Vec<Worker>, ConfigError> {
+        let plans = self.plans()?;
+        limits::raise(limits::needed(&self.config.pipelines)).map_err(|message| ConfigError {
+            file: self.file.clone(),
+            line: None,
+            field: None,
+            message,
+        })?;
         let mut workers = Vec::new();
-        for plan in self.plans()? {
+        for plan in plans {
             let p = &self.config.pipelines[plan.index];
             let at = FieldPath::default()
                 .key("pipeline")
@@ -463,5 +480,39 @@ mod tests {
         let e = parse("c.toml", text, |_| Some("hunter2".into())).unwrap_err();
         assert!(!e.to_string().contains("hunter2"), "{e}");
         assert_eq!(e.line, Some(3));
+    }
+
+    const PIPELINE: &str = "[[pipeline]]\nname = \"p\"\nconcurrency = \"${N}\"\n[pipeline.source]\ntype = \"file\"\npath = \"x\"\nmax_pending = \"${N}\"\n[[pipeline.step]]\ntype = \"http\"\nurl = \"http://h/x\"\ntimeout_ms = \"${N}\"\nheaders = { x-n = \"${N}\" }\n";
+
+    #[test]
+    fn a_lone_reference_is_a_number_where_the_field_takes_one() {
+        let loaded = parse("c.toml", PIPELINE, |_| Some("12".into())).unwrap();
+        let p = &loaded.config.pipelines[0];
+        assert_eq!(p.concurrency, 12);
+        let crate::steps::StepConfig::Http(http) = &p.steps[0] else {
+            panic!("an http step");
+        };
+        assert_eq!(http.timeout_ms, 12);
+        assert_eq!(http.headers["x-n"], "12", "a string field stays a string");
+    }
+
+    #[test]
+    fn type_errors_name_the_whole_path() {
+        let e = parse("c.toml", PIPELINE, |_| Some("many".into())).unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert_eq!(e.field.as_deref(), Some("pipeline[0].concurrency"), "{e}");
+        assert!(e.message.contains("write a whole number"), "{e}");
+        let text = PIPELINE.replace("\"${N}\"\nheaders", "\"soon\"\nheaders");
+        let e = parse("c.toml", &text, |_| Some("3".into())).unwrap_err();
+        assert_eq!(e.line, Some(11), "{e}");
+        assert_eq!(
+            e.field.as_deref(),
+            Some("pipeline[0].step[0].timeout_ms"),
+            "{e}"
+        );
+        let text = format!("shutdown_timeout_secs = true\n{PIPELINE}");
+        let e = parse("c.toml", &text, |_| Some("3".into())).unwrap_err();
+        assert_eq!(e.line, Some(1), "{e}");
+        assert_eq!(e.field.as_deref(), Some("shutdown_timeout_secs"), "{e}");
     }
 }

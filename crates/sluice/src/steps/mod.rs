@@ -157,3 +157,111 @@ pub(crate) fn redact(raw: &str) -> String {
         Err(_) => raw.split(['?', '@']).next().unwrap_or("").to_owned(),
     }
 }
+
+/// What a URL template fixes before its first `{{`, `{%` or `{#`: checked
+/// when the config is, since every job's URL starts with it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct UrlStart {
+    /// The scheme, lower-cased, when the text fixes it.
+    pub scheme: Option<String>,
+    /// What stands between `//` and the path, when the text fixes all of
+    /// it; `""` for `file:///x`.
+    pub authority: Option<String>,
+}
+
+/// Reads the fixed start of the URL template `source`; an error when no
+/// rendering can make it a URL (`not a url`, `://x`).
+pub(crate) fn url_start(source: &str) -> Result<UrlStart, String> {
+    let end = ["{{", "{%", "{#"]
+        .iter()
+        .filter_map(|m| source.find(m))
+        .min()
+        .unwrap_or(source.len());
+    let (fixed, whole) = (&source[..end], end == source.len());
+    let not_a_url = || {
+        format!(
+            "`{}` is not a URL: write it like https://host/path",
+            shown_template(source)
+        )
+    };
+    let run = fixed
+        .find(|c: char| !(c.is_ascii_alphanumeric() || "+.-".contains(c)))
+        .unwrap_or(fixed.len());
+    if run == fixed.len() && !whole {
+        // `{{ base }}/x`, `ht{{ s }}`: the template makes the scheme.
+        return Ok(UrlStart::default());
+    }
+    if !fixed[run..].starts_with(':') || !fixed.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        return Err(not_a_url());
+    }
+    let scheme = fixed[..run].to_ascii_lowercase();
+    let rest = &fixed[run + 1..];
+    let Some(after) = rest.strip_prefix("//") else {
+        if !whole && "/".starts_with(rest) {
+            return Ok(UrlStart {
+                scheme: Some(scheme),
+                authority: None,
+            });
+        }
+        return Err(format!(
+            "`{}` is not a URL: write `{scheme}://` and the host",
+            shown_template(source)
+        ));
+    };
+    let authority = match after.find(['/', '?', '#']) {
+        Some(i) => Some(after[..i].to_owned()),
+        None if whole => Some(after.to_owned()),
+        None => None,
+    };
+    Ok(UrlStart {
+        scheme: Some(scheme),
+        authority,
+    })
+}
+
+/// A URL template as written, for a config error: without its query, and
+/// without credentials and secrets.
+pub(crate) fn shown_template(source: &str) -> String {
+    let before_query = source.split('?').next().unwrap_or("");
+    crate::redact::redact(before_query).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start(s: &str) -> (Option<&'static str>, Option<String>) {
+        let u = url_start(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+        (u.scheme.map(|s| &*s.leak()), u.authority)
+    }
+
+    #[test]
+    fn url_starts() {
+        assert_eq!(
+            start("https://h.example/x/{{ id }}"),
+            (Some("https"), Some("h.example".into()))
+        );
+        assert_eq!(start("HTTP://h:80"), (Some("http"), Some("h:80".into())));
+        assert_eq!(start("http:///x"), (Some("http"), Some(String::new())));
+        assert_eq!(
+            start("file:///x/{{ id }}"),
+            (Some("file"), Some(String::new()))
+        );
+        assert_eq!(start("https://{{ host }}/x"), (Some("https"), None));
+        assert_eq!(start("https://h.example{{ path }}"), (Some("https"), None));
+        assert_eq!(start("{{ base }}/x"), (None, None));
+        assert_eq!(start("ht{{ s }}://x"), (None, None));
+        assert_eq!(start("http:{{ rest }}"), (Some("http"), None));
+        for bad in [
+            "not a url",
+            "not a url/{{ id }}",
+            "://x",
+            "/x/{{ id }}",
+            "1http://x",
+            "http:x",
+            "http:/x/{{ id }}",
+        ] {
+            assert!(url_start(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -113,7 +113,9 @@ impl FileSourceConfig {
         }
     }
 
-    /// Checks what can be checked without opening anything.
+    /// Checks what can be checked without reading the input: the fields,
+    /// that the input is a file that exists (stdin aside), and that the
+    /// checkpoint and the failures file can be written.
     pub fn check(&self) -> Result<(), FieldError> {
         if self.path.is_empty() {
             return Err(FieldError::new(
@@ -138,6 +140,48 @@ impl FileSourceConfig {
         if self.max_pending == Some(0) {
             return Err(FieldError::new("max_pending", "must be at least 1"));
         }
+        if let Input::File(p) = self.input() {
+            match std::fs::metadata(&p) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(FieldError::new(
+                        "path",
+                        format!(
+                            "`{}` does not exist: check the path (a relative one starts where \
+                             sluice runs), or write `-` for stdin",
+                            p.display()
+                        ),
+                    ));
+                }
+                Err(e) => {
+                    return Err(FieldError::new(
+                        "path",
+                        format!("cannot read `{}`: {e}", p.display()),
+                    ));
+                }
+                Ok(m) if m.is_dir() => {
+                    return Err(FieldError::new(
+                        "path",
+                        format!(
+                            "`{}` is a directory: name a file of newline-delimited jobs",
+                            p.display()
+                        ),
+                    ));
+                }
+                Ok(_) => {}
+            }
+        }
+        // Without them every rerun would send everything again, and failed
+        // lines would have nowhere to go: find out now, not at the end.
+        let paths = self.paths();
+        if let Some(c) = &paths.checkpoint {
+            check_writable(c).map_err(|e| {
+                FieldError::new(
+                    "checkpoint",
+                    format!("{e}, or write checkpoint = \"\" to turn resuming off"),
+                )
+            })?;
+        }
+        check_writable(&paths.failures).map_err(|e| FieldError::new("failures", e))?;
         Ok(())
     }
 
@@ -181,6 +225,51 @@ impl FileSourceConfig {
             checkpoint,
             failures,
         }
+    }
+}
+
+/// Checks that `file` can be appended to, or created, without changing it:
+/// its directory exists and takes new files.
+fn check_writable(file: &std::path::Path) -> Result<(), String> {
+    let shown = file.display();
+    match std::fs::metadata(file) {
+        Ok(m) if m.is_dir() => return Err(format!("`{shown}` is a directory: name a file")),
+        Ok(_) => {
+            return std::fs::OpenOptions::new()
+                .append(true)
+                .open(file)
+                .map(drop)
+                .map_err(|e| format!("cannot write `{shown}`: {e}; make it writable"));
+        }
+        Err(_) => {}
+    }
+    let dir = match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(format!(
+            "the directory of `{shown}` does not exist: create `{}`",
+            dir.display()
+        )),
+        Err(e) => Err(format!("cannot use the directory of `{shown}`: {e}")),
+        Ok(m) if !m.is_dir() => Err(format!(
+            "`{}` is not a directory, so `{shown}` cannot be created in it",
+            dir.display()
+        )),
+        // Creating a file is the one test that holds for permissions, ACLs
+        // and read-only mounts alike; it is removed at once.
+        Ok(_) => tempfile::Builder::new()
+            .prefix(".sluice-check-")
+            .tempfile_in(dir)
+            .map(drop)
+            .map_err(|e| {
+                format!(
+                    "cannot create `{shown}`: `{}` does not take new files ({}); make it writable",
+                    dir.display(),
+                    e.kind()
+                )
+            }),
     }
 }
 

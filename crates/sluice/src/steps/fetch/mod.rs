@@ -29,7 +29,7 @@ use object_store::ObjectStore;
 use serde::Deserialize;
 use url::Url;
 
-use super::{FieldError, Step, check_var_name, compile, redact};
+use super::{FieldError, Step, check_var_name, compile, redact, shown_template, url_start};
 use crate::job::{Job, JobError};
 use crate::template::Template;
 
@@ -90,6 +90,7 @@ impl FetchConfig {
     pub fn build(&self) -> Result<Fetch, FieldError> {
         check_var_name("into", &self.into)?;
         let url = compile("url", &self.url)?;
+        check_url_template(&self.url).map_err(|e| FieldError::new("url", e))?;
         let stores = Stores {
             options: self.options.clone(),
             by_base: Arc::default(),
@@ -108,6 +109,38 @@ impl FetchConfig {
             timeout: Duration::from_millis(self.timeout_ms),
             stores,
         })
+    }
+}
+
+/// Checks what the URL template fixes: a scheme `object_store` knows, and a
+/// host where the scheme needs one.
+fn check_url_template(source: &str) -> Result<(), String> {
+    let start = url_start(source)?;
+    let Some(scheme) = start.scheme else {
+        return Ok(());
+    };
+    let recognised = |host: &str| {
+        Url::parse(&format!("{scheme}://{host}/x"))
+            .is_ok_and(|u| object_store::ObjectStoreScheme::parse(&u).is_ok())
+    };
+    // `file:///x` has no host; `s3://bucket/x` must have one. (`http:///x`
+    // parses with host `x`, so the host form is tried first.)
+    let needs_host = recognised("sluice.invalid");
+    if !needs_host && !recognised("") {
+        return Err(format!(
+            "`{scheme}://` is not a scheme fetch can read: use s3://, gs://, az://, file:// or http(s)://"
+        ));
+    }
+    match start.authority {
+        Some(a) if needs_host && a.rsplit('@').next().unwrap_or("").is_empty() => Err(format!(
+            "`{}` has no bucket or host: write it like {scheme}://bucket/key",
+            shown_template(source)
+        )),
+        Some(a) if !needs_host && !a.is_empty() => Err(format!(
+            "`{}`: {scheme}:// takes no host; write {scheme}:///absolute/path",
+            shown_template(source)
+        )),
+        _ => Ok(()),
     }
 }
 

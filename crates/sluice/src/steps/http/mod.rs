@@ -39,7 +39,9 @@ use serde::Deserialize;
 use sluice_pool::{KeyLimit, Pool, Rate};
 use url::Url;
 
-use super::{FieldError, Step, StepContext, check_var_name, compile, redact};
+use super::{
+    FieldError, Step, StepContext, check_var_name, compile, redact, shown_template, url_start,
+};
 use crate::job::{Job, JobError};
 use crate::template::Template;
 
@@ -212,9 +214,7 @@ impl HttpConfig {
     pub fn build(&self, cx: &StepContext) -> Result<Http, FieldError> {
         let method = self.method.clone();
         let url = compile("url", &self.url)?;
-        if url.is_literal() {
-            check_url(&self.url).map_err(|e| FieldError::new("url", e))?;
-        }
+        check_url_template(&self.url, url.is_literal()).map_err(|e| FieldError::new("url", e))?;
         let mut headers = Vec::new();
         for (name, value) in &self.headers {
             let field = format!("headers.{name}");
@@ -288,6 +288,34 @@ impl HttpConfig {
 fn default_burst(rate: sluice_pool::Rate) -> u32 {
     let per_10ms = f64::from(rate.count()) * 0.010 / rate.per().as_secs_f64();
     (per_10ms.ceil() as u32).max(1)
+}
+
+/// Checks what the URL template fixes (all of it when it is `literal`): an
+/// http(s) scheme and a host.
+fn check_url_template(source: &str, literal: bool) -> Result<(), String> {
+    let start = url_start(source)?;
+    if let Some(s) = &start.scheme {
+        if s != "http" && s != "https" {
+            return Err(format!(
+                "`{s}://` is not an HTTP URL; use http:// or https://"
+            ));
+        }
+        if let Some(authority) = &start.authority {
+            let host = authority.rsplit('@').next().unwrap_or("");
+            if host.is_empty() || host.starts_with(':') {
+                return Err(format!(
+                    "`{}` has no host: write it like https://host/path",
+                    shown_template(source)
+                ));
+            }
+            Url::parse(&format!("{s}://{authority}/"))
+                .map_err(|e| format!("`{}` is not a URL: {e}", shown_template(source)))?;
+        }
+    }
+    if literal {
+        check_url(source)?;
+    }
+    Ok(())
 }
 
 fn check_url(raw: &str) -> Result<Url, String> {
