@@ -5,8 +5,9 @@
 //!
 //! - every value a config took from the environment (`${VAR}`) that is at
 //!   least [`MIN_SECRET_LEN`] bytes long, [registered](register) when the
-//!   config is loaded: shorter values (a port, a region's digit) cannot be
-//!   told apart from ordinary text and are left alone;
+//!   config is loaded: shorter values, and numbers of fewer than
+//!   [`MIN_SECRET_DIGITS`] digits (a port, a concurrency, a timeout), cannot
+//!   be told apart from ordinary text and are left alone;
 //! - the credentials in a URL (`scheme://user:password@host` keeps the
 //!   scheme and host: `scheme://[redacted]@host`);
 //! - the values of headers whose name says they carry a credential
@@ -25,12 +26,17 @@ pub const REDACTED: &str = "[redacted]";
 /// Values shorter than this are not registered as secrets.
 pub const MIN_SECRET_LEN: usize = 4;
 
+/// Values made only of digits are registered from this many on.
+pub const MIN_SECRET_DIGITS: usize = 8;
+
 static SECRETS: LazyLock<RwLock<Vec<String>>> = LazyLock::new(|| RwLock::new(Vec::new()));
 
 /// Registers a secret: from now on [`redact`] replaces it everywhere.
-/// Values shorter than [`MIN_SECRET_LEN`] are ignored.
+/// Values shorter than [`MIN_SECRET_LEN`], and numbers of fewer than
+/// [`MIN_SECRET_DIGITS`] digits, are ignored.
 pub fn register(secret: &str) {
-    if secret.len() < MIN_SECRET_LEN {
+    let digits = !secret.is_empty() && secret.bytes().all(|b| b.is_ascii_digit());
+    if secret.len() < MIN_SECRET_LEN || (digits && secret.len() < MIN_SECRET_DIGITS) {
         return;
     }
     let mut s = SECRETS.write().unwrap_or_else(|p| p.into_inner());
@@ -170,8 +176,10 @@ mod tests {
     fn registered_values_are_cut_everywhere_short_ones_ignored() {
         register("s3cr3t-\"quoted\\value");
         register("ab");
-        let t = redact("token=s3cr3t-\"quoted\\value; ab stays");
-        assert_eq!(t, "token=[redacted]; ab stays");
+        register("1000");
+        register("8675309123");
+        let t = redact("token=s3cr3t-\"quoted\\value; ab stays; 1000 stays; pin 8675309123");
+        assert_eq!(t, "token=[redacted]; ab stays; 1000 stays; pin [redacted]");
     }
 
     #[test]
