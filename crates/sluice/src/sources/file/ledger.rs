@@ -457,6 +457,42 @@ mod tests {
     }
 
     #[test]
+    fn an_oversize_line_is_copied_only_while_it_is_still_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in");
+        let line = "x".repeat(200_000);
+        std::fs::write(&input, format!("short\n{line}\nafter")).unwrap();
+        let out = dir.path().join("out");
+        let open = || {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&out)
+                .unwrap()
+        };
+        std::fs::write(&out, "earlier\n").unwrap();
+        let len = line.len() as u64;
+        copy_line(&input, 6, len, b"xxx", open()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            format!("earlier\n{line}\n")
+        );
+
+        let before = std::fs::read(&out).unwrap();
+        let refused = [
+            (6, len, &b"xy"[..], "differ"),         // not the bytes read
+            (6, len + 3, &b"xxx"[..], "newline"),   // runs into the next line
+            (6, len + 100, &b"xxx"[..], "newline"), // likewise
+            (200_007, 50, &b"aft"[..], "not 50"),   // cut short by the end
+        ];
+        for (at, len, head, why) in refused {
+            let e = copy_line(&input, at, len, head, open()).unwrap_err();
+            assert!(e.to_string().contains(why), "{e}");
+            assert_eq!(std::fs::read(&out).unwrap(), before, "left as it was");
+        }
+    }
+
+    #[test]
     fn journal_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cp");
