@@ -739,11 +739,17 @@ impl DeadLetterTarget for FailuresFile {
                         head: m.body.clone(),
                     },
                     None => {
-                        return Err(SourceError::fatal(format!(
+                        // Not expected: every oversize line is kept. Stop
+                        // as for a failed write; the line stays unsettled.
+                        let why = format!(
                             "the oversize line at offset {offset} ({len} bytes) cannot be read \
                              again to copy it into `{}`",
                             self.name
-                        )));
+                        );
+                        *self.shared.broken.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(why.clone());
+                        self.shared.wake.notify_one();
+                        return Err(SourceError::fatal(why));
                     }
                 },
             };

@@ -105,7 +105,7 @@ pub struct SqsSourceConfig {
     /// Counted from when the queue first looked empty, or from the end of
     /// the latest retry delay this run set, whichever is later. Default:
     /// the visibility timeout in use plus the queue's `DelaySeconds` plus
-    /// 60 s.
+    /// 60 s. `0` does not wait: the first look decides.
     pub stop_when_empty_wait_secs: Option<u32>,
 }
 
