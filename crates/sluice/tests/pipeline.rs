@@ -350,9 +350,9 @@ body = '{{"name": {{{{ body.user.name | tojson }}}}, "v": {{{{ obj.v }}}}}}'
         assert!(why.contains(want), "expected {want:?} in {why:?}");
     }
     assert!(by_offset[2].1.contains("missing.json"), "the key is named");
-    // Every failed line but the oversize one is copied as it was.
+    // Every failed line is copied as it was, the oversize one too.
     let failures = s.failures("jobs.ndjson");
-    assert_eq!(failures.len(), 5);
+    assert_eq!(failures.len(), 6);
     for f in &failures {
         assert!(lines.contains(f));
     }

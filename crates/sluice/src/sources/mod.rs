@@ -165,8 +165,8 @@ pub enum Received {
     /// Up to `max` deliveries; never empty.
     Deliveries(Vec<Delivery>),
     /// The source is exhausted and every message it gave out is settled
-    /// (a file read to its end; a queue found empty under
-    /// [`Source::stop_when_empty`]).
+    /// (a file read to its end; a queue found drained under
+    /// [`Source::stop_when_empty`]: nothing left in it, in sight or not).
     End,
 }
 
@@ -194,7 +194,12 @@ pub trait Source: Send + 'static {
 
     /// End (return [`Received::End`]) once the source has nothing to give
     /// and nothing is in flight, instead of waiting for more: Laravel's
-    /// `queue:work --stop-when-empty`. Finite sources end anyway.
+    /// `queue:work --stop-when-empty`. Finite sources end anyway. A broker
+    /// that may still hold messages out of sight (SQS: in flight with
+    /// another consumer, delayed) waits a bounded time for them; if they
+    /// outlast it, `receive` returns a [fatal](SourceErrorKind::Fatal)
+    /// error saying what is left, never `End`, so the run does not report
+    /// the queue drained.
     fn stop_when_empty(&mut self) {}
 
     /// How far through a finite input the source is, for progress display.

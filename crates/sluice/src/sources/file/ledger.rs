@@ -15,11 +15,16 @@
 //!
 //! A failed line is written to the failures file (as it was, so the file
 //! can be fed back in) and its reason to `<failures>.reasons` (JSON lines)
-//! before its settlement is journaled, and both files are synced first.
+//! before its settlement is journaled, and both files are synced first. An
+//! oversize line, of which only a prefix is in memory, is copied from where
+//! it was read (the input, or the stdin spool) in 64 KiB chunks on a
+//! blocking thread; the copy checks that those bytes still are the line (the
+//! prefix matches, no newline inside, none missing), and a copy that fails
+//! is cut off again, so the failures file never holds half a line.
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -121,14 +126,28 @@ pub enum Event {
     /// answered once stored. It stays unsettled until `Settled`.
     StoreFailure {
         offset: u64,
-        /// The line as read; None when it was too long to keep.
-        line: Option<Bytes>,
+        line: FailedLine,
         attempts: u32,
         reason: String,
         done: oneshot::Sender<io::Result<()>>,
     },
     /// Write a final snapshot and sync everything.
     Close(oneshot::Sender<io::Result<()>>),
+}
+
+/// A failed line, for the failures file.
+#[derive(Debug)]
+pub enum FailedLine {
+    /// The whole line, in memory.
+    Whole(Bytes),
+    /// An oversize line: `len` bytes at `at` in `from`, of which `head` is
+    /// the start (what the job saw).
+    Copy {
+        from: PathBuf,
+        at: u64,
+        len: u64,
+        head: Bytes,
+    },
 }
 
 /// Where the ledger writes.
@@ -228,7 +247,7 @@ impl Ledger {
                     attempts,
                     reason,
                     done,
-                } => match self.store_failure(offset, line.as_deref(), attempts, &reason) {
+                } => match self.store_failure(offset, line, attempts, &reason).await {
                     Ok(()) => {
                         wrote_failures = true;
                         answers.push((done, None));
@@ -272,10 +291,10 @@ impl Ledger {
         }
     }
 
-    fn store_failure(
+    async fn store_failure(
         &mut self,
         offset: u64,
-        line: Option<&[u8]>,
+        line: FailedLine,
         attempts: u32,
         reason: &str,
     ) -> io::Result<()> {
@@ -284,17 +303,29 @@ impl Ledger {
             self.failures = Some((open(&self.paths.failures)?, open(&self.paths.reasons())?));
         }
         let (lines, reasons) = self.failures.as_mut().expect("opened above");
-        if let Some(line) = line {
-            let mut buf = Vec::with_capacity(line.len() + 1);
-            buf.extend_from_slice(line);
-            buf.push(b'\n');
-            lines.write_all(&buf)?;
+        match line {
+            FailedLine::Whole(line) => {
+                let mut buf = Vec::with_capacity(line.len() + 1);
+                buf.extend_from_slice(&line);
+                buf.push(b'\n');
+                lines.write_all(&buf)?;
+            }
+            FailedLine::Copy {
+                from,
+                at,
+                len,
+                head,
+            } => {
+                let to = lines.try_clone()?;
+                tokio::task::spawn_blocking(move || copy_line(&from, at, len, &head, to))
+                    .await
+                    .map_err(io::Error::other)??;
+            }
         }
         let record = serde_json::json!({
             "offset": offset,
             "attempts": attempts,
             "reason": reason,
-            "copied_to_failures": line.is_some(),
         });
         reasons.write_all(format!("{record}\n").as_bytes())?;
         Ok(())
@@ -353,6 +384,61 @@ impl Ledger {
     }
 }
 
+/// Appends the `len` bytes at `at` in `from`, and a newline, to `to`,
+/// in 64 KiB chunks. Fails, leaving `to` as it was, if those bytes are not
+/// the line that was read: the input changed since.
+fn copy_line(from: &Path, at: u64, len: u64, head: &[u8], mut to: File) -> io::Result<()> {
+    let changed = |why: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "cannot copy the oversize line at offset {at} from `{}`: {why}; it changed \
+                 while sluice was reading it",
+                from.display()
+            ),
+        )
+    };
+    let mut input = File::open(from).map_err(|e| {
+        io::Error::new(e.kind(), format!("cannot reopen `{}`: {e}", from.display()))
+    })?;
+    input.seek(io::SeekFrom::Start(at))?;
+    let before = to.metadata()?.len();
+    let copied = (|| {
+        let mut input = input.take(len);
+        let mut buf = vec![0u8; 64 << 10];
+        let mut done = 0u64;
+        loop {
+            let n = input.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            let chunk = &buf[..n];
+            if chunk.contains(&b'\n') {
+                return Err(changed("it holds a newline now"));
+            }
+            // The part of the head this chunk covers must match it.
+            let d = done as usize;
+            if d < head.len() {
+                let upto = head.len().min(d + n);
+                if chunk[..upto - d] != head[d..upto] {
+                    return Err(changed("its bytes differ from those read"));
+                }
+            }
+            to.write_all(chunk)?;
+            done += n as u64;
+        }
+        if done != len {
+            return Err(changed(&format!("it is {done} bytes, not {len}")));
+        }
+        to.write_all(b"\n")
+    })();
+    if copied.is_err() {
+        // Never leave half a line: the next failure would be glued to it.
+        let _ = to.set_len(before);
+    }
+    copied
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,6 +454,42 @@ mod tests {
         assert!(r.is_settled(0) && r.is_settled(30));
         assert!(!r.is_settled(10) && !r.is_settled(50));
         assert!(!r.is_settled(110) && r.is_settled(120));
+    }
+
+    #[test]
+    fn an_oversize_line_is_copied_only_while_it_is_still_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in");
+        let line = "x".repeat(200_000);
+        std::fs::write(&input, format!("short\n{line}\nafter")).unwrap();
+        let out = dir.path().join("out");
+        let open = || {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&out)
+                .unwrap()
+        };
+        std::fs::write(&out, "earlier\n").unwrap();
+        let len = line.len() as u64;
+        copy_line(&input, 6, len, b"xxx", open()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            format!("earlier\n{line}\n")
+        );
+
+        let before = std::fs::read(&out).unwrap();
+        let refused = [
+            (6, len, &b"xy"[..], "differ"),         // not the bytes read
+            (6, len + 3, &b"xxx"[..], "newline"),   // runs into the next line
+            (6, len + 100, &b"xxx"[..], "newline"), // likewise
+            (200_007, 50, &b"aft"[..], "not 50"),   // cut short by the end
+        ];
+        for (at, len, head, why) in refused {
+            let e = copy_line(&input, at, len, head, open()).unwrap_err();
+            assert!(e.to_string().contains(why), "{e}");
+            assert_eq!(std::fs::read(&out).unwrap(), before, "left as it was");
+        }
     }
 
     #[test]

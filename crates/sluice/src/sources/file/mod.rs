@@ -16,7 +16,13 @@
 //! lines that were unsettled. Lines that fail for good are appended, as they
 //! were, to the failures file (feed it back in as the next run's input), and
 //! their reasons to `<failures>.reasons`: the failures file is the source's
-//! own dead-letter target. A file cannot delay a line, so retries wait in
+//! own dead-letter target. A line over `max_body_bytes` is held in memory
+//! only up to the cap; when it fails it is still copied whole into the
+//! failures file, streamed from the input by offset and length (stdin
+//! cannot be read twice, so its oversize lines are spooled to a temporary
+//! file as they are read, deleted when the run ends). A UTF-8 byte order
+//! mark at the start of the input is skipped: it is not part of the first
+//! line, whose offset is then 3. A file cannot delay a line, so retries wait in
 //! the runtime, each holding its job slot; at most `max_pending` lines are
 //! received and unsettled at once, which bounds memory. A line released at
 //! shutdown stays unsettled in the checkpoint and runs on the next start.
@@ -25,8 +31,8 @@ mod ledger;
 
 pub use ledger::Resume;
 
-use std::collections::VecDeque;
-use std::io;
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -42,7 +48,10 @@ use super::{
     SourceConfig, SourceContext, SourceError, SourceProgress,
 };
 use crate::formats::Format;
-use ledger::{Event, Paths};
+use ledger::{Event, FailedLine, Paths};
+
+/// The UTF-8 byte order mark, skipped at the start of the input.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// `type = "file"`.
 #[derive(Debug, Deserialize)]
@@ -284,11 +293,26 @@ struct Shared {
     wake: Notify,
     /// Set when a failed line could not be stored: the source stops.
     broken: Mutex<Option<String>>,
+    /// Where the whole of each unsettled oversize line can be read again,
+    /// by its offset: the failures file copies it from there.
+    kept: Mutex<HashMap<u64, Kept>>,
+}
+
+/// Where an oversize line's bytes are: the input file, or the stdin spool.
+#[derive(Clone, Debug)]
+struct Kept {
+    from: PathBuf,
+    at: u64,
+    len: u64,
 }
 
 impl Shared {
     fn lock_released(&self) -> std::sync::MutexGuard<'_, VecDeque<Line>> {
         self.released.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_kept(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Kept>> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -326,6 +350,19 @@ pub struct FileSource {
     /// The failures file, for logs.
     failures: String,
     ordering_key: Option<String>,
+    /// The input file, from which oversize lines are copied; None for stdin.
+    input: Option<PathBuf>,
+    /// Stdin only: the bytes of oversize lines, spooled as they are read,
+    /// since stdin cannot be read again. Created at the first one.
+    spool: Option<Spool>,
+    /// Where the line being read starts in the spool, once it is spooled.
+    partial_spooled: Option<u64>,
+}
+
+/// A temporary file holding stdin's oversize lines, deleted when dropped.
+struct Spool {
+    file: tempfile::NamedTempFile,
+    len: u64,
 }
 
 impl FileSource {
@@ -392,12 +429,16 @@ impl FileSource {
                 released: Mutex::new(VecDeque::new()),
                 wake: Notify::new(),
                 broken: Mutex::new(None),
+                kept: Mutex::new(HashMap::new()),
             }),
             progress,
             ledger: Some(ledger),
             name: cfg.path.clone(),
             failures: failures_name,
             ordering_key: cfg.ordering_key.clone(),
+            input: (!cfg.is_stdin()).then(|| PathBuf::from(&cfg.path)),
+            spool: None,
+            partial_spooled: None,
         })
     }
 
@@ -417,10 +458,28 @@ impl FileSource {
                 Some(i) => (&buf[..i], Some(i + 1)),
                 None => (buf, None),
             };
-            let room = (self.max_body + 1).saturating_sub(self.partial.len() as u64) as usize;
+            // One byte over the cap tells an oversize line; a possible BOM
+            // is kept on top so the first line's body stays whole.
+            let bom_room = if self.partial_start == 0 {
+                BOM.len()
+            } else {
+                0
+            };
+            let cap = self.max_body + 1 + bom_room as u64;
+            let room = cap.saturating_sub(self.partial.len() as u64) as usize;
             self.partial
                 .extend_from_slice(&chunk[..chunk.len().min(room)]);
+            let before = self.partial_len;
             self.partial_len += chunk.len() as u64;
+            if !self.is_file && self.partial_len > self.max_body {
+                // The first time, all that was read of the line before this
+                // chunk is still in memory: it goes first.
+                let head: &[u8] = match self.partial_spooled {
+                    None => &self.partial[..before as usize],
+                    Some(_) => &[],
+                };
+                spool_line(&mut self.spool, &mut self.partial_spooled, head, chunk)?;
+            }
             let used = done.unwrap_or(buf.len());
             self.reader.consume(used);
             self.offset += used as u64;
@@ -433,11 +492,22 @@ impl FileSource {
     }
 
     fn finish_line(&mut self) {
-        let start = self.partial_start;
+        let mut start = self.partial_start;
         let mut len = self.partial_len;
         let mut body = std::mem::take(&mut self.partial);
+        let mut spooled = self.partial_spooled.take();
         self.partial_len = 0;
         self.partial_start = self.offset;
+        if start == 0 && body.starts_with(BOM) {
+            let _ = body.split_to(BOM.len());
+            start += BOM.len() as u64;
+            len -= BOM.len() as u64;
+            spooled = spooled.map(|at| at + BOM.len() as u64);
+            let cap = (self.max_body + 1) as usize;
+            if body.len() > cap {
+                body.truncate(cap);
+            }
+        }
         if body.last() == Some(&b'\r') && len as usize == body.len() {
             body.truncate(body.len() - 1);
             len -= 1;
@@ -452,6 +522,22 @@ impl FileSource {
         let oversize = (len > self.max_body).then_some(len);
         if oversize.is_some() {
             body.truncate(self.max_body as usize);
+            let kept = match (&self.input, &self.spool, spooled) {
+                (Some(input), _, _) => Some(Kept {
+                    from: input.clone(),
+                    at: start,
+                    len,
+                }),
+                (None, Some(spool), Some(at)) => Some(Kept {
+                    from: spool.file.path().to_owned(),
+                    at,
+                    len,
+                }),
+                _ => None,
+            };
+            if let Some(k) = kept {
+                self.shared.lock_kept().insert(start, k);
+            }
         }
         self.ready.push_back(Line {
             offset: start,
@@ -578,6 +664,36 @@ impl FileSource {
     }
 }
 
+/// Appends a stdin line that went over the cap to the spool: what was
+/// read of it before (`head`, all in memory still) the first time, then
+/// each later chunk. Small appends to the page cache, made inline like the
+/// ledger's.
+fn spool_line(
+    spool: &mut Option<Spool>,
+    line_at: &mut Option<u64>,
+    head: &[u8],
+    chunk: &[u8],
+) -> io::Result<()> {
+    if spool.is_none() {
+        let file = tempfile::NamedTempFile::new().map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot create a temporary file to keep an oversize line of stdin: {e}"),
+            )
+        })?;
+        *spool = Some(Spool { file, len: 0 });
+    }
+    let spool = spool.as_mut().expect("created above");
+    if line_at.is_none() {
+        *line_at = Some(spool.len);
+        spool.file.as_file_mut().write_all(head)?;
+        spool.len += head.len() as u64;
+    }
+    spool.file.as_file_mut().write_all(chunk)?;
+    spool.len += chunk.len() as u64;
+    Ok(())
+}
+
 fn memchr(buf: &[u8]) -> Option<usize> {
     buf.iter().position(|&b| b == b'\n')
 }
@@ -651,6 +767,7 @@ impl FileAcker {
     /// kill -9 re-runs at most what was in flight.
     async fn settle(mut self) -> Result<(), SourceError> {
         self.done = true;
+        self.shared.lock_kept().remove(&self.line.offset);
         let (done, written) = oneshot::channel();
         let stopped = || SourceError::fatal("the checkpoint writer stopped");
         self.shared
@@ -701,7 +818,30 @@ impl DeadLetterTarget for FailuresFile {
                 ))
             })?;
             let m = letter.message;
-            let line = m.oversize.is_none().then(|| m.body.clone());
+            let line = match m.oversize {
+                None => FailedLine::Whole(m.body.clone()),
+                Some(len) => match self.shared.lock_kept().get(&offset).cloned() {
+                    Some(k) => FailedLine::Copy {
+                        from: k.from,
+                        at: k.at,
+                        len: k.len,
+                        head: m.body.clone(),
+                    },
+                    None => {
+                        // Not expected: every oversize line is kept. Stop
+                        // as for a failed write; the line stays unsettled.
+                        let why = format!(
+                            "the oversize line at offset {offset} ({len} bytes) cannot be read \
+                             again to copy it into `{}`",
+                            self.name
+                        );
+                        *self.shared.broken.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(why.clone());
+                        self.shared.wake.notify_one();
+                        return Err(SourceError::fatal(why));
+                    }
+                },
+            };
             let (done, stored) = oneshot::channel();
             self.shared
                 .ledger

@@ -29,10 +29,16 @@
 //!   `sluice_dead_letter_reason` attribute, the pipeline and the attempts);
 //!   only once stored is the message deleted.
 //! - At shutdown (release) a message is made visible again at once.
+//! - `--stop-when-empty` ends the run only once the queue holds nothing,
+//!   in sight or out of it (`drain.rs` says how): it waits, up to
+//!   `stop_when_empty_wait_secs`, for messages in flight elsewhere, waiting
+//!   out a retry delay or delayed, and fails when they outlast the wait.
+//!   Its receives wait 1 s at most, so ending costs no long poll.
 //! - FIFO queues (`.fifo`): the `MessageGroupId` is the ordering key, so one
 //!   message per group runs at a time, in order; when one is retried, the
 //!   ones received behind it are released to stay behind it.
 
+mod drain;
 mod settle;
 
 use std::collections::VecDeque;
@@ -54,6 +60,7 @@ use super::{
     SourceContext, SourceError,
 };
 use crate::formats::Format;
+use drain::Drain;
 use settle::{DeadLetterQueue, Shared, SqsAcker, describe};
 
 /// How long `close` waits for receives in flight to answer.
@@ -91,6 +98,15 @@ pub struct SqsSourceConfig {
     /// emulators whose deletes race (moto 5.2 loses concurrent ones).
     #[serde(default = "default_delete_batches_in_flight")]
     pub delete_batches_in_flight: usize,
+    /// With `--stop-when-empty`: how long to wait, at most, for messages
+    /// the queue still holds out of sight (received and not deleted by
+    /// another or a crashed consumer, waiting out a retry delay, delayed)
+    /// once a receive finds nothing, before giving up and failing the run.
+    /// Counted from when the queue first looked empty, or from the end of
+    /// the latest retry delay this run set, whichever is later. Default:
+    /// the visibility timeout in use plus the queue's `DelaySeconds` plus
+    /// 60 s. `0` does not wait: the first look decides.
+    pub stop_when_empty_wait_secs: Option<u32>,
 }
 
 fn default_wait_time_secs() -> u32 {
@@ -194,7 +210,10 @@ pub struct SqsSource {
     /// Received beyond what the last call could take.
     extra: VecDeque<Delivery>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    stop_when_empty: bool,
+    /// Set by `--stop-when-empty`.
+    stop_when_empty: Option<Drain>,
+    /// How long `--stop-when-empty` waits for messages held out of sight.
+    drain_wait: Duration,
 }
 
 impl std::fmt::Debug for SqsSource {
@@ -245,6 +264,7 @@ impl SqsSource {
             .queue_url(&cfg.queue_url)
             .attribute_names(QueueAttributeName::VisibilityTimeout)
             .attribute_names(QueueAttributeName::RedrivePolicy)
+            .attribute_names(QueueAttributeName::DelaySeconds)
             .send()
             .await
             .map_err(|e| {
@@ -263,6 +283,14 @@ impl SqsSource {
             cfg.visibility_timeout_secs
                 .map_or(queue_visibility, u64::from),
         );
+        let queue_delay = attrs
+            .get(&QueueAttributeName::DelaySeconds)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        let drain_wait = match cfg.stop_when_empty_wait_secs {
+            Some(s) => Duration::from_secs(s.into()),
+            None => visibility + Duration::from_secs(queue_delay) + drain::SLACK,
+        };
         let dlq = match (
             &cfg.dead_letter_queue_url,
             attrs.get(&QueueAttributeName::RedrivePolicy),
@@ -319,6 +347,7 @@ impl SqsSource {
             deletes,
             visibilities,
             originals: Default::default(),
+            retry_due: Default::default(),
         });
         let tasks = vec![deleter, changer];
         Ok(SqsSource {
@@ -336,13 +365,19 @@ impl SqsSource {
             asked: 0,
             extra: VecDeque::new(),
             tasks,
-            stop_when_empty: false,
+            stop_when_empty: None,
+            drain_wait,
         })
     }
 
     fn poll(&self, n: usize) -> Poll {
         let shared = self.shared.clone();
-        let wait = self.wait_time_secs;
+        // A run that stops when empty must not sit through a long poll to
+        // learn that it is.
+        let wait = match self.stop_when_empty {
+            Some(_) => self.wait_time_secs.min(1),
+            None => self.wait_time_secs,
+        };
         let visibility = shared.visibility.as_secs().clamp(1, 43_200) as i32;
         Box::pin(async move {
             shared.api.requests.receive.add();
@@ -449,10 +484,22 @@ impl SqsSource {
             if msgs.is_empty() {
                 self.shared.api.requests.empty_receive.add();
                 self.active_pollers = 1;
-                if self.stop_when_empty && self.is_idle() {
-                    return Ok(Received::End);
+                if self.is_idle() {
+                    if let Some(drain) = &mut self.stop_when_empty {
+                        let due = *self
+                            .shared
+                            .retry_due
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner());
+                        if drain.is_drained(&self.shared.api, due).await? {
+                            return Ok(Received::End);
+                        }
+                    }
                 }
                 continue;
+            }
+            if let Some(drain) = &mut self.stop_when_empty {
+                drain.received();
             }
             if msgs.len() == n {
                 self.active_pollers = self.pollers;
@@ -483,7 +530,7 @@ impl Source for SqsSource {
     }
 
     fn stop_when_empty(&mut self) {
-        self.stop_when_empty = true;
+        self.stop_when_empty = Some(Drain::new(self.drain_wait));
     }
 
     fn close(&mut self) -> BoxFuture<'_, Result<(), SourceError>> {

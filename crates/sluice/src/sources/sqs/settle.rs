@@ -85,9 +85,17 @@ pub struct Shared {
     /// The typed message attributes of messages in flight, by message id,
     /// so a dead letter carries them as they came.
     pub originals: Mutex<HashMap<String, HashMap<String, MessageAttributeValue>>>,
+    /// When the latest retry delay this run set ends: `--stop-when-empty`
+    /// waits for it.
+    pub retry_due: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Shared {
+    fn retrying_until(&self, due: tokio::time::Instant) {
+        let mut latest = self.retry_due.lock().unwrap_or_else(|p| p.into_inner());
+        *latest = Some(latest.map_or(due, |l| l.max(due)));
+    }
+
     pub fn forget(&self, id: &str) {
         self.originals
             .lock()
@@ -274,8 +282,11 @@ impl Acker for SqsAcker {
     fn retry(self: Box<Self>, delay: Duration) -> BoxFuture<'static, Result<(), SourceError>> {
         Box::pin(async move {
             self.begin();
+            let secs = secs(delay);
             self.shared
-                .change_visibility(self.receipt.clone(), secs(delay))
+                .retrying_until(tokio::time::Instant::now() + Duration::from_secs(secs as u64));
+            self.shared
+                .change_visibility(self.receipt.clone(), secs)
                 .await
         })
     }
