@@ -125,6 +125,16 @@ pub(crate) fn compile(field: &str, source: &str) -> Result<crate::template::Temp
         .map_err(|e| FieldError::new(field, format!("template does not compile: {e}")))
 }
 
+/// Compiles a URL template field (values escaped for where they land),
+/// naming it on error.
+pub(crate) fn compile_url(
+    field: &str,
+    source: &str,
+) -> Result<crate::template::Template, FieldError> {
+    crate::template::Template::url(source)
+        .map_err(|e| FieldError::new(field, format!("template does not compile: {e}")))
+}
+
 /// Checks a variable name a step writes to.
 pub(crate) fn check_var_name(field: &str, name: &str) -> Result<(), FieldError> {
     const RESERVED: [&str; 3] = ["message", "body", "job"];

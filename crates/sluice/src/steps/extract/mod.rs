@@ -145,7 +145,7 @@ impl Extract {
                         let v = job.get(var).ok_or_else(|| {
                             JobError::fail(format!("extract: no variable `{var}` to read"))
                         })?;
-                        owned = serde_json::to_value(v).map_err(|e| {
+                        owned = crate::template::json::from_value(v).map_err(|e| {
                             JobError::fail(format!("extract: variable `{var}` is not JSON: {e}"))
                         })?;
                         &owned
@@ -159,7 +159,7 @@ impl Extract {
                             self.source_name()
                         ))
                     })?;
-                    found.push((name, Value::from_serialize(v)));
+                    found.push((name, crate::template::json::to_value(v)));
                 }
                 for (name, v) in found {
                     job.set(name, v);

@@ -29,7 +29,7 @@ use object_store::ObjectStore;
 use serde::Deserialize;
 use url::Url;
 
-use super::{FieldError, Step, check_var_name, compile, redact};
+use super::{FieldError, Step, check_var_name, compile_url, redact};
 use crate::job::{Job, JobError};
 use crate::template::Template;
 
@@ -89,7 +89,7 @@ pub struct Fetch {
 impl FetchConfig {
     pub fn build(&self) -> Result<Fetch, FieldError> {
         check_var_name("into", &self.into)?;
-        let url = compile("url", &self.url)?;
+        let url = compile_url("url", &self.url)?;
         let stores = Stores {
             options: self.options.clone(),
             by_base: Arc::default(),
@@ -200,7 +200,7 @@ impl Fetch {
                 let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
                     JobError::fail(format!("fetch: `{raw}` is not valid JSON: {e}"))
                 })?;
-                Value::from_serialize(v)
+                crate::template::json::to_value(&v)
             }
         };
         job.set(&self.into, value);

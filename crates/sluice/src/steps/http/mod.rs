@@ -39,7 +39,7 @@ use serde::Deserialize;
 use sluice_pool::{KeyLimit, Pool, Rate};
 use url::Url;
 
-use super::{FieldError, Step, StepContext, check_var_name, compile, redact};
+use super::{FieldError, Step, StepContext, check_var_name, compile, compile_url, redact};
 use crate::job::{Job, JobError};
 use crate::template::Template;
 
@@ -193,7 +193,8 @@ impl Statuses {
 pub struct Http {
     method: Method,
     url: Template,
-    headers: Vec<(HeaderName, Template)>,
+    /// Name, the field as written (`headers.X-User`), value.
+    headers: Vec<(HeaderName, String, Template)>,
     body: Option<Template>,
     default_content_type: bool,
     timeout: Duration,
@@ -211,7 +212,7 @@ pub struct Http {
 impl HttpConfig {
     pub fn build(&self, cx: &StepContext) -> Result<Http, FieldError> {
         let method = self.method.clone();
-        let url = compile("url", &self.url)?;
+        let url = compile_url("url", &self.url)?;
         if url.is_literal() {
             check_url(&self.url).map_err(|e| FieldError::new("url", e))?;
         }
@@ -220,10 +221,11 @@ impl HttpConfig {
             let field = format!("headers.{name}");
             let hn = HeaderName::from_str(name)
                 .map_err(|_| FieldError::new(&field, format!("`{name}` is not a header name")))?;
-            headers.push((hn, compile(&field, value)?));
+            let t = compile(&field, value)?;
+            headers.push((hn, field, t));
         }
         let default_content_type =
-            self.body.is_some() && !headers.iter().any(|(n, _)| *n == CONTENT_TYPE);
+            self.body.is_some() && !headers.iter().any(|(n, _, _)| *n == CONTENT_TYPE);
         let body = match &self.body {
             Some(b) => Some(compile("body", b)?),
             None => None,
@@ -361,8 +363,8 @@ impl Http {
             None => None,
         };
         let mut headers = HeaderMap::with_capacity(self.headers.len() + 4);
-        for (name, t) in &self.headers {
-            let v = t.render_field(name.as_str(), ctx.clone())?;
+        for (name, field, t) in &self.headers {
+            let v = t.render_field(field, ctx.clone())?;
             let v = HeaderValue::from_str(&v).map_err(|_| {
                 JobError::fail(format!(
                     "http: header `{name}` renders to a value HTTP cannot carry"
@@ -490,17 +492,20 @@ fn snippet(body: &[u8]) -> String {
     }
 }
 
-/// `Retry-After` as delta-seconds or an HTTP date.
+/// `Retry-After` as delta-seconds or an HTTP date; `None` (use the
+/// pipeline's backoff) when it asks for no wait at all: `0`, a date that has
+/// passed (a server whose clock is behind would otherwise be hammered with
+/// retries a millisecond apart), or something that is neither form.
 fn parse_retry_after(v: &str) -> Option<Duration> {
     let v = v.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = httpdate::parse_http_date(v).ok()?;
-    Some(
-        when.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
+    let wait = match v.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(v)
+            .ok()?
+            .duration_since(SystemTime::now())
+            .ok()?,
+    };
+    (!wait.is_zero()).then_some(wait)
 }
 
 impl Step for Http {
@@ -547,6 +552,24 @@ mod tests {
             "{d:?}"
         );
         assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn retry_after_without_a_wait_falls_back_to_the_backoff() {
+        let past = SystemTime::now() - Duration::from_secs(3600);
+        for v in [
+            httpdate::fmt_http_date(past).as_str(),
+            "Thu, 01 Jan 1970 00:00:00 GMT",
+            "0",
+            "-1",
+            "-30",
+            "1.5",
+            "",
+            "tomorrow",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(parse_retry_after(v), None, "{v:?}");
+        }
     }
 
     #[test]
