@@ -29,7 +29,7 @@ use object_store::ObjectStore;
 use serde::Deserialize;
 use url::Url;
 
-use super::{FieldError, Step, check_var_name, compile_url, redact};
+use super::{FieldError, Step, check_var_name, compile_url, redact, scrub, url_credentials};
 use crate::job::{Job, JobError};
 use crate::template::Template;
 
@@ -84,6 +84,9 @@ pub struct Fetch {
     max_bytes: u64,
     timeout: Duration,
     stores: Stores,
+    /// Option values that are credentials (`aws_secret_access_key`...):
+    /// cut from every reason.
+    secrets: Vec<String>,
 }
 
 impl FetchConfig {
@@ -107,6 +110,12 @@ impl FetchConfig {
             max_bytes: self.max_bytes,
             timeout: Duration::from_millis(self.timeout_ms),
             stores,
+            secrets: self
+                .options
+                .iter()
+                .filter(|(k, _)| crate::redact::is_sensitive_header(k) || k.contains("key"))
+                .map(|(_, v)| v.clone())
+                .collect(),
         })
     }
 }
@@ -148,9 +157,19 @@ impl Stores {
 impl Fetch {
     async fn fetch(&self, job: &mut Job) -> Result<(), JobError> {
         let url = self.url.render_field("url", job.context())?;
-        let (store, path) = self.stores.resolve(&url)?;
+        let mut secrets = self.secrets.clone();
+        if let Ok(u) = Url::parse(&url) {
+            secrets.extend(url_credentials(&u));
+        }
+        self.read(job, &url)
+            .await
+            .map_err(|e| scrub(e, Some(&url), &secrets))
+    }
+
+    async fn read(&self, job: &mut Job, url: &str) -> Result<(), JobError> {
+        let (store, path) = self.stores.resolve(url)?;
         // Reasons and logs never carry a query string or credentials.
-        let raw = redact(&url);
+        let raw = redact(url);
         let read = async {
             let got = store.get(&path).await.map_err(|e| classify(&raw, e))?;
             if got.meta.size > self.max_bytes {

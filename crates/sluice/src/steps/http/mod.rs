@@ -39,7 +39,10 @@ use serde::Deserialize;
 use sluice_pool::{KeyLimit, Pool, Rate};
 use url::Url;
 
-use super::{FieldError, Step, StepContext, check_var_name, compile, compile_url, redact};
+use super::{
+    FieldError, Step, StepContext, check_var_name, compile, compile_url, redact, scrub,
+    url_credentials,
+};
 use crate::job::{Job, JobError};
 use crate::template::Template;
 
@@ -352,11 +355,21 @@ async fn exchange(req: reqwest::RequestBuilder) -> Result<Answer, reqwest::Error
     })
 }
 
+/// What a failure's reason must not show: the rendered URL and the
+/// credentials the request carried.
+#[derive(Default)]
+struct Sent {
+    url: Option<String>,
+    secrets: Vec<String>,
+}
+
 impl Http {
-    async fn deliver(&self, job: &mut Job) -> Result<(), JobError> {
+    async fn deliver(&self, job: &mut Job, sent: &mut Sent) -> Result<(), JobError> {
         let ctx = job.context();
         let raw_url = self.url.render_field("url", ctx.clone())?;
+        sent.url = Some(raw_url.clone());
         let url = check_url(&raw_url).map_err(|e| JobError::fail(format!("http: {e}")))?;
+        sent.secrets.extend(url_credentials(&url));
         let shown = redact(&raw_url);
         let body = match &self.body {
             Some(t) => Some(t.render_field("body", ctx.clone())?),
@@ -365,6 +378,13 @@ impl Http {
         let mut headers = HeaderMap::with_capacity(self.headers.len() + 4);
         for (name, field, t) in &self.headers {
             let v = t.render_field(field, ctx.clone())?;
+            if crate::redact::is_sensitive_header(name.as_str()) {
+                sent.secrets.push(v.clone());
+                // `Bearer xyz`: the token may be echoed on its own.
+                if let Some((_, token)) = v.split_once(' ') {
+                    sent.secrets.push(token.trim().to_owned());
+                }
+            }
             let v = HeaderValue::from_str(&v).map_err(|_| {
                 JobError::fail(format!(
                     "http: header `{name}` renders to a value HTTP cannot carry"
@@ -381,6 +401,7 @@ impl Http {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
             let sig = key.sign(&id, ts, body.as_deref().unwrap_or("").as_bytes());
+            sent.secrets.push(sig.clone());
             let id = HeaderValue::from_str(&id).map_err(|_| {
                 JobError::fail("http: signing.id renders to a value HTTP cannot carry")
             })?;
@@ -478,17 +499,22 @@ impl Http {
     }
 }
 
-/// The start of a response body, for a failure's reason.
+/// How much of a response body a failure's reason quotes.
+const SNIPPET_CHARS: usize = 160;
+
+/// The start of a response body, for a failure's reason: at most
+/// [`SNIPPET_CHARS`] characters on one line. (Credentials the body echoes
+/// are cut from the whole reason afterwards.)
 fn snippet(body: &[u8]) -> String {
-    if body.is_empty() {
+    let text = String::from_utf8_lossy(&body[..body.len().min(4 * SNIPPET_CHARS)]);
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let line = words.join(" ");
+    if line.is_empty() {
         return String::new();
     }
-    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
-    let text = text.trim();
-    if text.is_empty() {
-        String::new()
-    } else {
-        format!(": {text}")
+    match line.char_indices().nth(SNIPPET_CHARS) {
+        Some((cut, _)) => format!(": {}…", &line[..cut]),
+        None => format!(": {line}"),
     }
 }
 
@@ -514,7 +540,11 @@ impl Step for Http {
     }
 
     fn run<'a>(&'a self, job: &'a mut Job) -> BoxFuture<'a, Result<(), JobError>> {
-        Box::pin(self.deliver(job))
+        Box::pin(async move {
+            let mut sent = Sent::default();
+            let r = self.deliver(job, &mut sent).await;
+            r.map_err(|e| scrub(e, sent.url.as_deref(), &sent.secrets))
+        })
     }
 }
 
@@ -578,5 +608,49 @@ mod tests {
             redact("https://user:pw@h.example:8443/p/q?token=secret"),
             "https://h.example:8443/p/q"
         );
+        // Not URLs, credentials and all.
+        for (raw, shown) in [
+            ("http://user:hunter22@", "http://[redacted]@"),
+            ("htp:/user:hunter22@host x", "[redacted]@host x"),
+            ("user:hunter22@host/x?t=1", "[redacted]@host/x"),
+            ("http://u:hunter22@[::1/x", "http://[redacted]@[::1/x"),
+        ] {
+            assert_eq!(redact(raw), shown, "{raw}");
+        }
+    }
+
+    #[test]
+    fn snippets_are_short_and_on_one_line() {
+        assert_eq!(snippet(b""), "");
+        assert_eq!(snippet(b" \n "), "");
+        assert_eq!(snippet(b"no\n  such\tthing "), ": no such thing");
+        let long = "é".repeat(1000);
+        let s = snippet(long.as_bytes());
+        assert_eq!(s.chars().count(), 2 + SNIPPET_CHARS + 1, "{s}");
+    }
+
+    #[test]
+    fn reasons_lose_every_credential() {
+        let url = "http://bob:pa55word@h.example/hook?sig=abcdef123";
+        let parsed = Url::parse(url).unwrap();
+        let mut secrets = url_credentials(&parsed);
+        secrets.push("Bearer tok-123456".into());
+        secrets.push("tok-123456".into());
+        let reason = format!(
+            "http: GET {url} answered 400: you sent authorization: Bearer tok-123456, \
+             authorization: Basic Ym9iOnBhNTV3b3Jk, pa55word, abcdef123"
+        );
+        let e = scrub(JobError::fail(reason), Some(url), &secrets);
+        let r = e.reason();
+        for secret in [
+            "pa55word",
+            "tok-123456",
+            "Ym9iOnBhNTV3b3Jk",
+            "abcdef123",
+            "bob:",
+        ] {
+            assert!(!r.contains(secret), "{secret} in {r}");
+        }
+        assert!(r.contains("http://h.example/hook answered 400"), "{r}");
     }
 }
