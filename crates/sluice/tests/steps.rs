@@ -270,3 +270,65 @@ body = '{"id": {{ body.id }}}'
         "{url}"
     );
 }
+
+/// A Laravel job's serialized command read with `extract`'s `from`; a
+/// payload whose `data.command` is not a string is dead-lettered saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn laravel_commands_are_read_as_text_or_refused() {
+    let s = Setup::new(ReceiverConfig::default()).await;
+    let job = |command: &str| {
+        format!(
+            r#"{{"uuid":"u","displayName":"App\\Jobs\\SendReport","job":"Illuminate\\Queue\\CallQueuedHandler@call","data":{{"commandName":"App\\Jobs\\SendReport","command":{command}}}}}"#
+        )
+        .into_bytes()
+    };
+    s.jobs(&[
+        job(r#""O:22:\"App\\Jobs\\SendReport\":1:{s:4:\"file\";s:13:\"report-7.json\";}""#),
+        job(r#"{"file": "report-8.json"}"#),
+        job(r#"["report-9.json"]"#),
+        job(r#""O:22:\"App\\Jobs\\SendReport\":0:{}""#),
+    ]);
+    let report = s
+        .run(
+            r#"
+[[pipeline]]
+name = "laravel"
+concurrency = 1
+[pipeline.source]
+type = "file"
+path = '@DIR@/jobs.ndjson'
+format = "laravel"
+[[pipeline.step]]
+type = "extract"
+from = "job.data.command"
+regex = '"file";s:\d+:"report-(?P<id>\d+)\.json"'
+[[pipeline.step]]
+type = "http"
+url = "@URL@/jobs/{{ id }}"
+"#,
+        )
+        .await;
+    let p = single(&report);
+    assert_eq!((p.succeeded, p.dead_lettered), (1, 3), "{p:?}");
+    assert_eq!(s.receiver.requests()[0].path, "/jobs/7");
+    let mut reasons: Vec<(u64, String)> = s
+        .reasons("jobs.ndjson")
+        .iter()
+        .map(|r| {
+            (
+                r["offset"].as_u64().unwrap(),
+                r["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    reasons.sort();
+    let want = [
+        "`data.command` is an object",
+        "`data.command` is a list",
+        "does not match the `job.data.command`",
+    ];
+    assert_eq!(reasons.len(), want.len(), "{reasons:?}");
+    for ((_, why), want) in reasons.iter().zip(want) {
+        assert!(why.contains(want), "expected {want:?} in {why:?}");
+    }
+}
