@@ -332,3 +332,43 @@ url = "@URL@/jobs/{{ id }}"
         assert!(why.contains(want), "expected {want:?} in {why:?}");
     }
 }
+
+/// A `fetch` URL's values cannot climb out of the object path either:
+/// `../` in a value reaches no file outside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_values_cannot_climb_out_of_the_path() {
+    let s = Setup::new(ReceiverConfig::default()).await;
+    std::fs::create_dir(s.path("objects")).unwrap();
+    std::fs::write(s.path("objects/a b%.json"), r#"{"v": "inside"}"#).unwrap();
+    std::fs::write(s.path("secret.json"), r#"{"v": "outside"}"#).unwrap();
+    s.jobs(&[
+        br#"{"f": "a b%.json"}"#.to_vec(),
+        br#"{"f": "../secret.json"}"#.to_vec(),
+        br#"{"f": ".."}"#.to_vec(),
+        br#"{"f": "%2e%2e/secret.json"}"#.to_vec(),
+    ]);
+    let report = s
+        .run(
+            r#"
+[[pipeline]]
+name = "fetch-escaped"
+concurrency = 1
+[pipeline.source]
+type = "file"
+path = '@DIR@/jobs.ndjson'
+[[pipeline.step]]
+type = "fetch"
+url = 'file://@DIR@/objects/{{ body.f }}'
+into = "obj"
+decode = "json"
+[[pipeline.step]]
+type = "http"
+url = "@URL@/got/{{ obj.v }}"
+"#,
+        )
+        .await;
+    let p = single(&report);
+    assert_eq!((p.succeeded, p.dead_lettered), (1, 3), "{p:?}");
+    let paths: Vec<String> = s.receiver.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, ["/got/inside"]);
+}

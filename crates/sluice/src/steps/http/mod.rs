@@ -14,8 +14,14 @@
 //!
 //! Statuses: `success_statuses` (default `["2xx"]`) ack the job;
 //! `retry_statuses` (default `[408, 429, "5xx"]`) retry it, after the
-//! response's `Retry-After` when it has one; every other status fails it
-//! permanently. Timeouts and connection errors are retried.
+//! response's `Retry-After` when it asks for a wait (else the backoff);
+//! every other status fails it permanently. Timeouts and connection errors
+//! are retried.
+//!
+//! Values in `url` are escaped for the part of the URL they land in (see
+//! [`crate::template`]). Failure reasons never carry the values of
+//! credential headers, URL credentials or query values, or registered
+//! secrets, and quote at most a one-line excerpt of a response body.
 //!
 //! One HTTP client, with its connection pool, serves every step of the
 //! process. Per-destination limits hold a slot of a [`sluice_pool::Pool`]
