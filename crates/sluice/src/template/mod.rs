@@ -87,8 +87,7 @@ impl Template {
         // Bodies are JSON, URLs and headers, never HTML.
         env.set_auto_escape_callback(|_| AutoEscape::None);
         env.set_keep_trailing_newline(true);
-        // The builtin turns an undefined value into `null` even in strict
-        // mode: a misspelt variable would post `null` instead of failing.
+        // Ours: exact numbers, and an undefined value is an error.
         env.add_filter("tojson", tojson);
         if url {
             env.set_formatter(url::mark);
@@ -184,11 +183,16 @@ fn describe(e: &minijinja::Error, source: &str) -> String {
 }
 
 /// The expression at `range`, widened to the start of a dotted name
-/// (minijinja points at `.name` of `user.name`).
+/// (minijinja points at `.name` of `user.name`); for a filter (`x | f`),
+/// the expression it was given.
 fn expression(source: &str, range: std::ops::Range<usize>) -> Option<&str> {
     let name = |c: char| c.is_alphanumeric() || c == '_' || c == '.';
-    let start = source.get(..range.start)?.trim_end_matches(name).len();
-    source.get(start..range.end)
+    let before = source.get(..range.start)?.trim_end_matches(name);
+    if let Some(piped) = before.trim_end().strip_suffix('|') {
+        let open = piped.rfind("{{").map_or(0, |i| i + 2);
+        return piped.get(open..);
+    }
+    source.get(before.len()..range.end)
 }
 
 impl fmt::Debug for Template {
@@ -244,7 +248,7 @@ mod tests {
     fn tojson_of_an_undefined_value_fails() {
         let t = Template::new("{{ nope | tojson }}").unwrap();
         let err = t.render(context! {}).unwrap_err().to_string();
-        assert!(err.contains("undefined"), "{err}");
+        assert!(err.contains("`nope` is undefined"), "{err}");
         let t = Template::new("{{ n | tojson(indent=2) }}").unwrap();
         assert_eq!(t.render(context! { n => 1 }).unwrap(), "1");
     }
@@ -305,6 +309,9 @@ mod tests {
             t.render(context! { p => "a/b?c" }).unwrap(),
             "http://h/a/b?c/a%2Fb%3Fc"
         );
+        let t = Template::url("http://h/{{ nope | raw_url }}").unwrap();
+        let e = t.render_field("url", context! {}).unwrap_err().to_string();
+        assert!(e.contains("`nope` is undefined"), "{e}");
         let t = Template::url("http://h/{{ p | safe }}").unwrap();
         assert_eq!(t.render(context! { p => "a/b" }).unwrap(), "http://h/a/b");
         // A value cannot forge the markers the escaping uses.

@@ -47,8 +47,11 @@ pub(super) fn mark(
 }
 
 /// `raw_url`: the value as it is, not escaped.
-pub(super) fn raw_url(value: &Value) -> Value {
-    Value::from_safe_string(value.to_string())
+pub(super) fn raw_url(value: &Value) -> Result<Value, Error> {
+    if value.is_undefined() {
+        return Err(Error::new(ErrorKind::UndefinedError, "undefined value"));
+    }
+    Ok(Value::from_safe_string(value.to_string()))
 }
 
 /// Where in a URL the next character goes.
