@@ -122,9 +122,9 @@ impl Job {
                 Ok(s) => Value::from(s),
                 Err(_) => Value::from_bytes(self.body.to_vec()),
             },
-            Envelope::Json(v) => Value::from_serialize(v),
+            Envelope::Json(v) => crate::template::json::to_value(v),
             Envelope::Laravel(v) => {
-                let v = Value::from_serialize(v);
+                let v = crate::template::json::to_value(v);
                 map.insert("job".into(), v.clone());
                 v
             }

@@ -38,7 +38,6 @@ struct RawCase {
     reason: Vec<String>,
     #[serde(default)]
     file_only: bool,
-    awaits: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -61,7 +60,6 @@ struct Case {
     path: Option<String>,
     reason: Vec<String>,
     file_only: bool,
-    awaits: Option<String>,
 }
 
 impl Case {
@@ -113,10 +111,10 @@ fn load(format: &'static str) -> Vec<Case> {
                 _ => panic!("{path}: {:?}: give `line` or `hex`", c.name),
             };
             assert!(!line.contains(&b'\n'), "{path}: {:?}: one line", c.name);
-            let needs_id = matches!(c.expect, Expect::Good | Expect::Either) || c.awaits.is_some();
+            let needs_id = matches!(c.expect, Expect::Good | Expect::Either);
             assert_eq!(
                 needs_id,
-                c.id.is_some() || c.awaits.is_some(),
+                c.id.is_some(),
                 "{path}: {:?}: `id` for good lines only",
                 c.name
             );
@@ -131,7 +129,6 @@ fn load(format: &'static str) -> Vec<Case> {
                 path: c.id.map(|id| format!("/{format}/{id}")),
                 reason: c.reason,
                 file_only: c.file_only,
-                awaits: c.awaits,
             }
         })
         .collect();
@@ -241,16 +238,14 @@ fn accepted(rx: &Receiver) -> BTreeMap<String, usize> {
 }
 
 /// What became of the lines of one format: deliveries, and dead-letter
-/// reasons by line. Checks every case, and every filler, against it;
-/// returns the notes on cases that await another change.
+/// reasons by line. Checks every case, and every filler, against it.
 fn judge(
     cases: &[&Case],
     fillers: &[String],
     delivered: &BTreeMap<String, usize>,
     reasons: &BTreeMap<usize, String>,
     failures: &mut Vec<String>,
-) -> Vec<String> {
-    let mut notes = Vec::new();
+) {
     let mut expected_paths: Vec<&str> = fillers.iter().map(String::as_str).collect();
     for f in fillers {
         if delivered.get(f) != Some(&1) {
@@ -276,20 +271,6 @@ fn judge(
         if ok {
             continue;
         }
-        if let Some(awaits) = &c.awaits {
-            // Not a failure yet, but it must not be lost or doubled.
-            let kept = (times == Some(1)) != reason.is_some();
-            if !kept {
-                failures.push(format!("{}: lost or doubled: {outcome}", c.what()));
-            }
-            notes.push(format!(
-                "{} awaits {awaits}: expected {:?} {:?}, got {outcome}",
-                c.what(),
-                c.expect,
-                c.reason
-            ));
-            continue;
-        }
         failures.push(format!(
             "{}: expected {:?} {:?}, got {outcome}",
             c.what(),
@@ -304,7 +285,6 @@ fn judge(
             failures.push(format!("{path} delivered {n} times, but no line has it"));
         }
     }
-    notes
 }
 
 /// Through the file source: the three formats as three pipelines of one
@@ -347,7 +327,6 @@ async fn corpus_through_the_file_source() {
 
     let delivered = accepted(&rx);
     let mut failures = Vec::new();
-    let mut notes = Vec::new();
     for (format, cases, offsets, fillers, path) in inputs {
         let p = report.pipelines.iter().find(|p| p.name == format).unwrap();
         assert_eq!(p.end, End::Exhausted, "{p:?}");
@@ -365,7 +344,7 @@ async fn corpus_through_the_file_source() {
             assert!(before.is_none(), "{format}: line {at} dead-lettered twice");
         }
         let cases: Vec<&Case> = cases.iter().collect();
-        notes.extend(judge(&cases, &fillers, &delivered, &reasons, &mut failures));
+        judge(&cases, &fillers, &delivered, &reasons, &mut failures);
         // Each dead-lettered line is in the failures file as it was.
         let mut kept = read_lines(std::path::Path::new(&format!(
             "{}.failures",
@@ -386,9 +365,6 @@ async fn corpus_through_the_file_source() {
             p.dead_lettered,
             p.succeeded
         );
-    }
-    for n in &notes {
-        println!("note: {n}");
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -446,7 +422,6 @@ delete_batches_in_flight = 1"#,
 
     let delivered = accepted(&rx);
     let mut failures = Vec::new();
-    let mut notes = Vec::new();
     for (format, cases, fillers, queue, dlq) in queues {
         let p = report.pipelines.iter().find(|p| p.name == format).unwrap();
         assert_eq!(p.end, End::Exhausted, "{p:?}");
@@ -472,16 +447,13 @@ delete_batches_in_flight = 1"#,
             assert!(before.is_none(), "{}: dead-lettered twice", cases[i].what());
         }
         let cases: Vec<&Case> = cases.iter().collect();
-        notes.extend(judge(&cases, &fillers, &delivered, &reasons, &mut failures));
+        judge(&cases, &fillers, &delivered, &reasons, &mut failures);
         println!(
             "{format}: {} cases over SQS, {} dead-lettered, {} delivered",
             cases.len(),
             p.dead_lettered,
             p.succeeded
         );
-    }
-    for n in &notes {
-        println!("note: {n}");
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

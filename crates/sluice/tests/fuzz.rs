@@ -21,6 +21,7 @@ use bolero::check;
 use sluice::config;
 use sluice::formats::Format;
 use sluice::template::Template;
+use sluice::template::json::to_value;
 
 /// Random inputs per target in the smoke run.
 const SMOKE: usize = 3_000;
@@ -102,7 +103,7 @@ fn laravel_payloads() {
 /// context.
 #[test]
 fn template_compile_and_render() {
-    let ctx = minijinja::Value::from_serialize(serde_json::json!({
+    let ctx = to_value(&serde_json::json!({
         "body": {"id": 7, "name": "a b/c?d", "list": [1, 2], "nested": {"x": null}},
         "message": {"id": "m-1", "attributes": {}},
     }));
@@ -141,11 +142,35 @@ fn template_values() {
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(input) else {
             return;
         };
-        let ctx = minijinja::Value::from_serialize(serde_json::json!({ "body": v }));
+        let ctx = to_value(&serde_json::json!({ "body": v }));
         for t in templates.iter() {
             let _ = t.render(ctx.clone());
         }
     });
+}
+
+/// URL templates over fuzzed values: a value in the path or the query never
+/// changes the host, adds a path segment or starts a query or fragment.
+#[test]
+fn url_escaping() {
+    let t = AssertUnwindSafe(Template::url("http://h.example/jobs/{{ id }}?q={{ q }}").unwrap());
+    check!()
+        .with_iterations(SMOKE)
+        .with_type::<(String, String)>()
+        .for_each(|(id, q)| {
+            let ctx = to_value(&serde_json::json!({ "id": id, "q": q }));
+            let Ok(out) = t.render(ctx) else {
+                // Only a whole `.`/`..` segment is refused.
+                assert!(id == "." || id == "..", "{id:?}");
+                return;
+            };
+            let u = url::Url::parse(&out).unwrap_or_else(|e| panic!("{out}: {e}"));
+            assert_eq!(u.host_str(), Some("h.example"), "{out}");
+            assert_eq!(u.path_segments().unwrap().count(), 2, "{out}");
+            assert_eq!(u.query_pairs().count(), 1, "{out}");
+            assert_eq!(u.query_pairs().next().unwrap().1, q.as_str(), "{out}");
+            assert!(u.fragment().is_none(), "{out}");
+        });
 }
 
 /// Redaction: a registered secret never survives, wherever it sits in the

@@ -28,7 +28,21 @@ pub(crate) fn check(v: &serde_json::Value) -> Result<(), DecodeError> {
             return Err(DecodeError::NotLaravel(missing));
         }
     }
-    Ok(())
+    // Laravel writes the job object serialized (or encrypted) as a string;
+    // anything else is not a payload Laravel made, and a regex over it would
+    // silently read some rendering of it.
+    match obj["data"].get("command") {
+        None | Some(serde_json::Value::String(_)) => Ok(()),
+        Some(serde_json::Value::Object(_)) => Err(DecodeError::NotLaravel(
+            "`data.command` is an object, not the serialized command string Laravel writes",
+        )),
+        Some(serde_json::Value::Array(_)) => Err(DecodeError::NotLaravel(
+            "`data.command` is a list, not the serialized command string Laravel writes",
+        )),
+        Some(_) => Err(DecodeError::NotLaravel(
+            "`data.command` is not a string, as the serialized command Laravel writes is",
+        )),
+    }
 }
 
 /// Retry settings a Laravel payload carries.

@@ -109,4 +109,39 @@ mod tests {
             .to_string();
         assert!(e.contains("missing `displayName`"), "{e}");
     }
+
+    #[test]
+    fn a_laravel_command_must_be_a_string() {
+        let payload = |command: &str| {
+            format!(
+                r#"{{"displayName":"J","job":"x","data":{{"commandName":"J","command":{command}}}}}"#
+            )
+        };
+        for (command, says) in [
+            (
+                r#"{"file": "report-1.json"}"#,
+                "`data.command` is an object",
+            ),
+            (r#"["report-1.json"]"#, "`data.command` is a list"),
+            ("42", "`data.command` is not a string"),
+            ("null", "`data.command` is not a string"),
+        ] {
+            let e = Format::Laravel
+                .decode(payload(command).as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(says) && e.contains("not a Laravel job payload"),
+                "{command}: {e}"
+            );
+        }
+        assert!(
+            Format::Laravel
+                .decode(payload(r#""O:1:\"J\":0:{}""#).as_bytes())
+                .is_ok()
+        );
+        // Old-style jobs (`Queue::push('Job@handle', $data)`) have no command.
+        let old = br#"{"displayName":"Job@handle","job":"Job@handle","data":{"a":1}}"#;
+        assert!(Format::Laravel.decode(old).is_ok());
+    }
 }

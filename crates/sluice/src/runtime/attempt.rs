@@ -276,6 +276,8 @@ async fn attempt(ctx: &Ctx, message: &Message) -> Result<(), JobError> {
 /// cannot be stored it is not removed: it goes back to the broker (after
 /// the backoff where the broker can wait) and comes round again.
 async fn dead_letter(ctx: &Arc<Ctx>, held: &mut Held, message: &Message, reason: &str) {
+    // The reason is stored (failures files, SQS attributes): no secrets.
+    let reason = &*crate::redact::redact(reason);
     let letter = DeadLetter {
         pipeline: &ctx.name,
         message,

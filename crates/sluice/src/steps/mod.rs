@@ -125,6 +125,16 @@ pub(crate) fn compile(field: &str, source: &str) -> Result<crate::template::Temp
         .map_err(|e| FieldError::new(field, format!("template does not compile: {e}")))
 }
 
+/// Compiles a URL template field (values escaped for where they land),
+/// naming it on error.
+pub(crate) fn compile_url(
+    field: &str,
+    source: &str,
+) -> Result<crate::template::Template, FieldError> {
+    crate::template::Template::url(source)
+        .map_err(|e| FieldError::new(field, format!("template does not compile: {e}")))
+}
+
 /// Checks a variable name a step writes to.
 pub(crate) fn check_var_name(field: &str, name: &str) -> Result<(), FieldError> {
     const RESERVED: [&str; 3] = ["message", "body", "job"];
@@ -146,16 +156,102 @@ pub(crate) fn check_var_name(field: &str, name: &str) -> Result<(), FieldError> 
     Ok(())
 }
 
-/// A URL without its query and credentials, safe for logs and reasons.
+/// A URL without its query, fragment and credentials, and with registered
+/// secrets cut: safe for logs and reasons. Text that is not a URL loses
+/// everything up to its last `@` too, since it may be `user:password@host`
+/// with the `scheme://` missing.
 pub(crate) fn redact(raw: &str) -> String {
-    match Url::parse(raw) {
-        Ok(u) => {
+    let shown = match Url::parse(raw) {
+        Ok(u) if u.has_host() || u.scheme() == "file" => {
             let host = u.host_str().unwrap_or("");
             let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
             format!("{}://{host}{port}{}", u.scheme(), u.path())
         }
-        Err(_) => raw.split(['?', '@']).next().unwrap_or("").to_owned(),
+        _ => {
+            let text = raw.split(['?', '#']).next().unwrap_or("");
+            let text = crate::redact::redact(text);
+            match text.rfind('@') {
+                Some(i) if !text[..i].ends_with(crate::redact::REDACTED) => {
+                    format!("{}{}", crate::redact::REDACTED, &text[i..])
+                }
+                _ => text.into_owned(),
+            }
+        }
+    };
+    crate::redact::redact(&shown).into_owned()
+}
+
+/// A step's failure with everything secret cut from its reason, which goes
+/// to logs, the failures files and dead-letter attributes: `url` (the
+/// rendered URL, which libraries' errors may quote whole) shown as
+/// [`redact`] shows it and its query and query values cut; each of `secrets` (values of
+/// credential headers the step sent, credential options); registered
+/// secrets and URL credentials ([`crate::redact`]).
+pub(crate) fn scrub(e: JobError, url: Option<&str>, secrets: &[String]) -> JobError {
+    let clean = |reason: String| {
+        let mut r = reason;
+        if let Some(url) = url {
+            if r.contains(url) {
+                r = r.replace(url, &redact(url));
+            }
+            // The query, and each of its values (a signature, a token).
+            if let Some((_, query)) = url.split_once('?') {
+                let query = query.split('#').next().unwrap_or("");
+                let values = query
+                    .split('&')
+                    .filter_map(|kv| kv.split_once('=').map(|x| x.1));
+                for q in std::iter::once(query).chain(values) {
+                    if q.len() >= crate::redact::MIN_SECRET_LEN && r.contains(q) {
+                        r = r.replace(q, crate::redact::REDACTED);
+                    }
+                }
+            }
+        }
+        for s in secrets {
+            if s.len() >= crate::redact::MIN_SECRET_LEN && r.contains(s.as_str()) {
+                r = r.replace(s.as_str(), crate::redact::REDACTED);
+            }
+        }
+        crate::redact::redact(&r).into_owned()
+    };
+    match e {
+        JobError::Retry { after, reason } => JobError::Retry {
+            after,
+            reason: clean(reason),
+        },
+        JobError::Fail { reason } => JobError::Fail {
+            reason: clean(reason),
+        },
     }
+}
+
+/// The secrets a URL carries in its userinfo, as they may appear in text:
+/// as written, percent-decoded, and as the `Basic` credential an HTTP
+/// client makes of them.
+pub(crate) fn url_credentials(url: &Url) -> Vec<String> {
+    use base64::Engine as _;
+    let (user, pass) = (url.username(), url.password());
+    if user.is_empty() && pass.is_none() {
+        return Vec::new();
+    }
+    let decode = |s: &str| {
+        url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    // The user name alone is left to the userinfo cutting of `redact`.
+    for (u, p) in [
+        (user.to_owned(), pass.map(str::to_owned)),
+        (decode(user), pass.map(decode)),
+    ] {
+        let basic = format!("{u}:{}", p.clone().unwrap_or_default());
+        out.push(base64::engine::general_purpose::STANDARD.encode(&basic));
+        out.push(basic);
+        out.extend(p);
+    }
+    out
 }
 
 /// What a URL template fixes before its first `{{`, `{%` or `{#`: checked

@@ -20,7 +20,9 @@
 //!
 //! Paths `/status/<code>` always answer `<code>`. With `fail_first = n`,
 //! the first `n` requests to each path answer `error_status`. Every 429
-//! carries `Retry-After: retry_after_secs`.
+//! carries `Retry-After: retry_after_secs` (or `retry_after`, verbatim).
+//! With `echo_headers`, every answer that is not a 2xx quotes the request's
+//! headers in its body, as some servers' error pages do.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -49,6 +51,9 @@ pub struct ReceiverConfig {
     /// Fraction answered 429 with `Retry-After: retry_after_secs`.
     pub throttle_rate: f64,
     pub retry_after_secs: u64,
+    /// `Retry-After` sent verbatim instead of `retry_after_secs` (an HTTP
+    /// date, `-1`, garbage).
+    pub retry_after: Option<String>,
     /// Fraction never answered.
     pub hang_rate: f64,
     /// Fraction whose connection is dropped without an answer.
@@ -58,6 +63,8 @@ pub struct ReceiverConfig {
     /// Keep every request (method, path, headers, body). Off for
     /// benchmarks.
     pub record: bool,
+    /// Answers that are not a 2xx quote the request's headers in the body.
+    pub echo_headers: bool,
 }
 
 impl Default for ReceiverConfig {
@@ -68,10 +75,12 @@ impl Default for ReceiverConfig {
             error_status: 503,
             throttle_rate: 0.0,
             retry_after_secs: 1,
+            retry_after: None,
             hang_rate: 0.0,
             reset_rate: 0.0,
             fail_first: 0,
             record: true,
+            echo_headers: false,
         }
     }
 }
@@ -80,7 +89,10 @@ impl Default for ReceiverConfig {
 #[derive(Clone, Debug)]
 pub struct Recorded {
     pub method: String,
+    /// The path as it came, percent-encoding and all.
     pub path: String,
+    /// The query, as it came.
+    pub query: Option<String>,
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
     /// The status sent back.
@@ -233,6 +245,7 @@ async fn answer(state: Arc<State>, req: Request<Incoming>) -> Result<Reply, std:
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     let path = parts.uri.path().to_owned();
+    let query = parts.uri.query().map(str::to_owned);
 
     let (lo, hi) = config.latency;
     let wait = if hi > lo {
@@ -276,9 +289,21 @@ async fn answer(state: Arc<State>, req: Request<Incoming>) -> Result<Reply, std:
         200
     };
     if status == 429 {
-        retry_after = Some(config.retry_after_secs);
+        retry_after = Some(
+            config
+                .retry_after
+                .clone()
+                .unwrap_or_else(|| config.retry_after_secs.to_string()),
+        );
     }
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let echoed = (config.echo_headers && !status.is_success()).then(|| {
+        parts
+            .headers
+            .iter()
+            .map(|(n, v)| format!("{n}: {}\n", String::from_utf8_lossy(v.as_bytes())))
+            .collect::<String>()
+    });
     if config.record {
         let headers = parts
             .headers
@@ -293,6 +318,7 @@ async fn answer(state: Arc<State>, req: Request<Incoming>) -> Result<Reply, std:
         state.requests.lock().expect("not poisoned").push(Recorded {
             method: parts.method.to_string(),
             path,
+            query,
             headers,
             body,
             status: status.as_u16(),
@@ -302,14 +328,21 @@ async fn answer(state: Arc<State>, req: Request<Incoming>) -> Result<Reply, std:
         state.accepted.fetch_add(1, Relaxed);
     }
     state.answered.notify_waiters();
-    let mut resp = Response::new(Full::new(Bytes::from(match status.as_u16() {
+    let text = match status.as_u16() {
         200..=299 => "ok",
         429 => "slow down",
         _ => "test receiver says no",
-    })));
+    };
+    let text = match echoed {
+        Some(h) => format!("{text}; you sent:\n{h}"),
+        None => text.to_owned(),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(text)));
     *resp.status_mut() = status;
-    if let Some(secs) = retry_after {
-        resp.headers_mut().insert("retry-after", secs.into());
+    if let Some(v) = retry_after {
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&v) {
+            resp.headers_mut().insert("retry-after", v);
+        }
     }
     Ok(resp)
 }

@@ -1,5 +1,5 @@
-//! `extract`: pull variables out of the body (or a variable) with a regex's
-//! named captures or with JSON pointers.
+//! `extract`: pull variables out of the body (or any value a template
+//! sees) with a regex's named captures or with JSON pointers.
 //!
 //! ```toml
 //! [[pipeline.step]]
@@ -9,7 +9,18 @@
 //! [[pipeline.step]]
 //! type = "extract"
 //! pointers = { user = "/user/id", email = "/user/email" }
+//!
+//! [[pipeline.step]]                         # a Laravel job's serialized command
+//! type = "extract"
+//! from = "job.data.command"
+//! regex = '"file";s:\d+:"(?P<file>[^"]+)"'
 //! ```
+//!
+//! `from` is `body` (the default: the raw body text for a regex, the parsed
+//! JSON for pointers), a variable, or a dotted path into what templates see
+//! (`job.data.command`, `body.user`, `report.meta`). A regex reads only text:
+//! a `from` that is an object or a number fails the job saying so, rather
+//! than matching over some rendering of it.
 //!
 //! No match is a permanent failure: the same body will never match.
 
@@ -32,7 +43,9 @@ pub struct ExtractConfig {
     /// Variable name -> JSON pointer (`/a/0/b`) into the JSON being read.
     #[serde(default)]
     pub pointers: BTreeMap<String, String>,
-    /// What to read: `body` (the default) or the name of a variable.
+    /// What to read: `body` (the default: the raw text for `regex`, the
+    /// parsed JSON for `pointers`), a variable, or a dotted path into what
+    /// templates see (`job.data.command`, `body.user`).
     #[serde(default = "default_from")]
     pub from: String,
 }
@@ -51,7 +64,8 @@ enum Rule {
 #[derive(Debug)]
 pub struct Extract {
     rule: Rule,
-    from: Option<String>,
+    /// The dotted path to read; `None` for the body itself.
+    from: Option<Vec<String>>,
 }
 
 impl ExtractConfig {
@@ -96,9 +110,23 @@ impl ExtractConfig {
         };
         let from = match self.from.as_str() {
             "body" => None,
-            name => {
-                check_var_name("from", name)?;
-                Some(name.to_owned())
+            path => {
+                let parts: Vec<String> = path.split('.').map(str::to_owned).collect();
+                let valid = parts.iter().all(|p| {
+                    !p.is_empty()
+                        && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                        && !p.starts_with(|c: char| c.is_ascii_digit())
+                });
+                if !valid {
+                    return Err(FieldError::new(
+                        "from",
+                        format!(
+                            "`{path}` is not a variable or a dotted path: write `body`, a \
+                             variable's name, or a path like `job.data.command`"
+                        ),
+                    ));
+                }
+                Some(parts)
             }
         };
         Ok(Extract { rule, from })
@@ -106,8 +134,28 @@ impl ExtractConfig {
 }
 
 impl Extract {
-    fn source_name(&self) -> &str {
-        self.from.as_deref().unwrap_or("body")
+    fn source_name(&self) -> String {
+        match &self.from {
+            None => "body".into(),
+            Some(path) => format!("`{}`", path.join(".")),
+        }
+    }
+
+    /// The value at `from` in what templates see.
+    fn lookup(job: &mut Job, path: &[String]) -> Result<Value, JobError> {
+        let mut v = job.context();
+        for (i, part) in path.iter().enumerate() {
+            v = v.get_attr(part).unwrap_or(Value::UNDEFINED);
+            if v.is_undefined() {
+                let at = path[..=i].join(".");
+                return Err(JobError::fail(if i == 0 {
+                    format!("extract: no variable `{at}` to read")
+                } else {
+                    format!("extract: `{at}` is not set for this job")
+                }));
+            }
+        }
+        Ok(v)
     }
 
     fn apply(&self, job: &mut Job) -> Result<(), JobError> {
@@ -115,7 +163,20 @@ impl Extract {
             Rule::Regex { re, names } => {
                 let text: String = match &self.from {
                     None => job.body_text()?.to_owned(),
-                    Some(var) => var_text(job, var)?,
+                    Some(path) => {
+                        let v = Self::lookup(job, path)?;
+                        match v.as_str() {
+                            Some(s) => s.to_owned(),
+                            None => {
+                                return Err(JobError::fail(format!(
+                                    "extract: {} is {}, not a string: a regex reads only \
+                                     text; point `from` at a string, or use `pointers` for JSON",
+                                    self.source_name(),
+                                    kind_name(&v)
+                                )));
+                            }
+                        }
+                    }
                 };
                 let caps = re.captures(&text).ok_or_else(|| {
                     JobError::fail(format!(
@@ -141,12 +202,13 @@ impl Extract {
                             "extract: `pointers` need a JSON body; set the source's format to \"json\"",
                         )
                     })?,
-                    Some(var) => {
-                        let v = job.get(var).ok_or_else(|| {
-                            JobError::fail(format!("extract: no variable `{var}` to read"))
-                        })?;
-                        owned = serde_json::to_value(v).map_err(|e| {
-                            JobError::fail(format!("extract: variable `{var}` is not JSON: {e}"))
+                    Some(path) => {
+                        let v = Self::lookup(job, path)?;
+                        owned = crate::template::json::from_value(&v).map_err(|e| {
+                            JobError::fail(format!(
+                                "extract: {} is not JSON: {e}",
+                                self.source_name()
+                            ))
                         })?;
                         &owned
                     }
@@ -159,7 +221,7 @@ impl Extract {
                             self.source_name()
                         ))
                     })?;
-                    found.push((name, Value::from_serialize(v)));
+                    found.push((name, crate::template::json::to_value(v)));
                 }
                 for (name, v) in found {
                     job.set(name, v);
@@ -170,14 +232,23 @@ impl Extract {
     }
 }
 
-fn var_text(job: &Job, var: &str) -> Result<String, JobError> {
-    let v = job
-        .get(var)
-        .ok_or_else(|| JobError::fail(format!("extract: no variable `{var}` to read")))?;
-    Ok(match v.as_str() {
-        Some(s) => s.to_owned(),
-        None => v.to_string(),
-    })
+/// What a value is, for a reason: `an object`, `a number`...
+fn kind_name(v: &Value) -> &'static str {
+    use minijinja::value::ValueKind;
+    if v.downcast_object_ref::<crate::template::json::JsonNumber>()
+        .is_some()
+    {
+        return "a number";
+    }
+    match v.kind() {
+        ValueKind::Map => "an object",
+        ValueKind::Seq | ValueKind::Iterable => "a list",
+        ValueKind::Number => "a number",
+        ValueKind::Bool => "a boolean",
+        ValueKind::None => "null",
+        ValueKind::Bytes => "bytes",
+        _ => "some other value",
+    }
 }
 
 impl Step for Extract {
@@ -251,8 +322,63 @@ from = "name""#)
         assert_eq!(j.get("n").unwrap().as_str(), Some("12"));
     }
 
+    const LARAVEL: &[u8] = br#"{"uuid":"u1","displayName":"App\\Jobs\\SendReport","job":"Illuminate\\Queue\\CallQueuedHandler@call","data":{"commandName":"App\\Jobs\\SendReport","command":"O:22:\"App\\Jobs\\SendReport\":1:{s:4:\"file\";s:14:\"report-42.json\";}"},"meta":{"n":5}}"#;
+
+    #[test]
+    fn regex_reads_a_laravel_command_as_text() {
+        let step = cfg(r#"regex = '"file";s:\d+:"(?P<file>[^"]+)"'
+from = "job.data.command""#)
+        .build()
+        .unwrap();
+        let mut j = job(Format::Laravel, LARAVEL);
+        step.apply(&mut j).unwrap();
+        assert_eq!(j.get("file").unwrap().as_str(), Some("report-42.json"));
+        // Over the raw body the quotes are escaped (`\"`): the same regex
+        // does not match there.
+        let raw = cfg(r#"regex = '"file";s:\d+:"(?P<file>[^"]+)"'"#)
+            .build()
+            .unwrap();
+        let err = raw.apply(&mut job(Format::Laravel, LARAVEL)).unwrap_err();
+        assert!(err.reason().contains("does not match the body"), "{err}");
+    }
+
+    #[test]
+    fn a_regex_over_something_that_is_not_text_says_so() {
+        for (from, says) in [
+            ("job.data", "`job.data` is an object, not a string"),
+            ("body.meta.n", "`body.meta.n` is a number, not a string"),
+            ("job.data.nope", "`job.data.nope` is not set"),
+            ("nope", "no variable `nope`"),
+        ] {
+            let step = cfg(&format!("regex = '(?P<x>.)'\nfrom = \"{from}\""))
+                .build()
+                .unwrap();
+            let err = step.apply(&mut job(Format::Laravel, LARAVEL)).unwrap_err();
+            assert!(matches!(err, JobError::Fail { .. }));
+            assert!(err.reason().contains(says), "{from}: {err}");
+        }
+    }
+
+    #[test]
+    fn pointers_read_a_path() {
+        let step = cfg(r#"pointers = { n = "/n" }
+from = "body.meta""#)
+        .build()
+        .unwrap();
+        let mut j = job(Format::Laravel, LARAVEL);
+        step.apply(&mut j).unwrap();
+        assert_eq!(j.get("n").unwrap().as_i64(), Some(5));
+    }
+
     #[test]
     fn bad_configs_name_the_field() {
+        for bad in ["a..b", "a.", "1x", "a-b", ""] {
+            let e = cfg(&format!("regex = '(?P<x>.)'\nfrom = \"{bad}\""))
+                .build()
+                .err()
+                .unwrap();
+            assert_eq!(e.field, "from", "{bad}");
+        }
         let e = cfg("regex = '(unclosed'").build().err().unwrap();
         assert_eq!(e.field, "regex");
         let e = cfg("regex = 'no groups'").build().err().unwrap();

@@ -29,7 +29,10 @@ use object_store::ObjectStore;
 use serde::Deserialize;
 use url::Url;
 
-use super::{FieldError, Step, check_var_name, compile, redact, shown_template, url_start};
+use super::{
+    FieldError, Step, check_var_name, compile_url, redact, scrub, shown_template, url_credentials,
+    url_start,
+};
 use crate::job::{Job, JobError};
 use crate::template::Template;
 
@@ -84,12 +87,15 @@ pub struct Fetch {
     max_bytes: u64,
     timeout: Duration,
     stores: Stores,
+    /// Option values that are credentials (`aws_secret_access_key`...):
+    /// cut from every reason.
+    secrets: Vec<String>,
 }
 
 impl FetchConfig {
     pub fn build(&self) -> Result<Fetch, FieldError> {
         check_var_name("into", &self.into)?;
-        let url = compile("url", &self.url)?;
+        let url = compile_url("url", &self.url)?;
         check_url_template(&self.url).map_err(|e| FieldError::new("url", e))?;
         let stores = Stores {
             options: self.options.clone(),
@@ -108,6 +114,12 @@ impl FetchConfig {
             max_bytes: self.max_bytes,
             timeout: Duration::from_millis(self.timeout_ms),
             stores,
+            secrets: self
+                .options
+                .iter()
+                .filter(|(k, _)| crate::redact::is_sensitive_header(k) || k.contains("key"))
+                .map(|(_, v)| v.clone())
+                .collect(),
         })
     }
 }
@@ -181,9 +193,19 @@ impl Stores {
 impl Fetch {
     async fn fetch(&self, job: &mut Job) -> Result<(), JobError> {
         let url = self.url.render_field("url", job.context())?;
-        let (store, path) = self.stores.resolve(&url)?;
+        let mut secrets = self.secrets.clone();
+        if let Ok(u) = Url::parse(&url) {
+            secrets.extend(url_credentials(&u));
+        }
+        self.read(job, &url)
+            .await
+            .map_err(|e| scrub(e, Some(&url), &secrets))
+    }
+
+    async fn read(&self, job: &mut Job, url: &str) -> Result<(), JobError> {
+        let (store, path) = self.stores.resolve(url)?;
         // Reasons and logs never carry a query string or credentials.
-        let raw = redact(&url);
+        let raw = redact(url);
         let read = async {
             let got = store.get(&path).await.map_err(|e| classify(&raw, e))?;
             if got.meta.size > self.max_bytes {
@@ -233,7 +255,7 @@ impl Fetch {
                 let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
                     JobError::fail(format!("fetch: `{raw}` is not valid JSON: {e}"))
                 })?;
-                Value::from_serialize(v)
+                crate::template::json::to_value(&v)
             }
         };
         job.set(&self.into, value);

@@ -14,8 +14,14 @@
 //!
 //! Statuses: `success_statuses` (default `["2xx"]`) ack the job;
 //! `retry_statuses` (default `[408, 429, "5xx"]`) retry it, after the
-//! response's `Retry-After` when it has one; every other status fails it
-//! permanently. Timeouts and connection errors are retried.
+//! response's `Retry-After` when it asks for a wait (else the backoff);
+//! every other status fails it permanently. Timeouts and connection errors
+//! are retried.
+//!
+//! Values in `url` are escaped for the part of the URL they land in (see
+//! [`crate::template`]). Failure reasons never carry the values of
+//! credential headers, URL credentials or query values, or registered
+//! secrets, and quote at most a one-line excerpt of a response body.
 //!
 //! One HTTP client, with its connection pool, serves every step of the
 //! process. Per-destination limits hold a slot of a [`sluice_pool::Pool`]
@@ -40,7 +46,8 @@ use sluice_pool::{KeyLimit, Pool, Rate};
 use url::Url;
 
 use super::{
-    FieldError, Step, StepContext, check_var_name, compile, redact, shown_template, url_start,
+    FieldError, Step, StepContext, check_var_name, compile, compile_url, redact, scrub,
+    shown_template, url_credentials, url_start,
 };
 use crate::job::{Job, JobError};
 use crate::template::Template;
@@ -195,7 +202,8 @@ impl Statuses {
 pub struct Http {
     method: Method,
     url: Template,
-    headers: Vec<(HeaderName, Template)>,
+    /// Name, the field as written (`headers.X-User`), value.
+    headers: Vec<(HeaderName, String, Template)>,
     body: Option<Template>,
     default_content_type: bool,
     timeout: Duration,
@@ -213,17 +221,18 @@ pub struct Http {
 impl HttpConfig {
     pub fn build(&self, cx: &StepContext) -> Result<Http, FieldError> {
         let method = self.method.clone();
-        let url = compile("url", &self.url)?;
+        let url = compile_url("url", &self.url)?;
         check_url_template(&self.url, url.is_literal()).map_err(|e| FieldError::new("url", e))?;
         let mut headers = Vec::new();
         for (name, value) in &self.headers {
             let field = format!("headers.{name}");
             let hn = HeaderName::from_str(name)
                 .map_err(|_| FieldError::new(&field, format!("`{name}` is not a header name")))?;
-            headers.push((hn, compile(&field, value)?));
+            let t = compile(&field, value)?;
+            headers.push((hn, field, t));
         }
         let default_content_type =
-            self.body.is_some() && !headers.iter().any(|(n, _)| *n == CONTENT_TYPE);
+            self.body.is_some() && !headers.iter().any(|(n, _, _)| *n == CONTENT_TYPE);
         let body = match &self.body {
             Some(b) => Some(compile("body", b)?),
             None => None,
@@ -378,19 +387,36 @@ async fn exchange(req: reqwest::RequestBuilder) -> Result<Answer, reqwest::Error
     })
 }
 
+/// What a failure's reason must not show: the rendered URL and the
+/// credentials the request carried.
+#[derive(Default)]
+struct Sent {
+    url: Option<String>,
+    secrets: Vec<String>,
+}
+
 impl Http {
-    async fn deliver(&self, job: &mut Job) -> Result<(), JobError> {
+    async fn deliver(&self, job: &mut Job, sent: &mut Sent) -> Result<(), JobError> {
         let ctx = job.context();
         let raw_url = self.url.render_field("url", ctx.clone())?;
+        sent.url = Some(raw_url.clone());
         let url = check_url(&raw_url).map_err(|e| JobError::fail(format!("http: {e}")))?;
+        sent.secrets.extend(url_credentials(&url));
         let shown = redact(&raw_url);
         let body = match &self.body {
             Some(t) => Some(t.render_field("body", ctx.clone())?),
             None => None,
         };
         let mut headers = HeaderMap::with_capacity(self.headers.len() + 4);
-        for (name, t) in &self.headers {
-            let v = t.render_field(name.as_str(), ctx.clone())?;
+        for (name, field, t) in &self.headers {
+            let v = t.render_field(field, ctx.clone())?;
+            if crate::redact::is_sensitive_header(name.as_str()) {
+                sent.secrets.push(v.clone());
+                // `Bearer xyz`: the token may be echoed on its own.
+                if let Some((_, token)) = v.split_once(' ') {
+                    sent.secrets.push(token.trim().to_owned());
+                }
+            }
             let v = HeaderValue::from_str(&v).map_err(|_| {
                 JobError::fail(format!(
                     "http: header `{name}` renders to a value HTTP cannot carry"
@@ -407,6 +433,7 @@ impl Http {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
             let sig = key.sign(&id, ts, body.as_deref().unwrap_or("").as_bytes());
+            sent.secrets.push(sig.clone());
             let id = HeaderValue::from_str(&id).map_err(|_| {
                 JobError::fail("http: signing.id renders to a value HTTP cannot carry")
             })?;
@@ -504,31 +531,39 @@ impl Http {
     }
 }
 
-/// The start of a response body, for a failure's reason.
+/// How much of a response body a failure's reason quotes.
+const SNIPPET_CHARS: usize = 160;
+
+/// The start of a response body, for a failure's reason: at most
+/// [`SNIPPET_CHARS`] characters on one line. (Credentials the body echoes
+/// are cut from the whole reason afterwards.)
 fn snippet(body: &[u8]) -> String {
-    if body.is_empty() {
+    let text = String::from_utf8_lossy(&body[..body.len().min(4 * SNIPPET_CHARS)]);
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let line = words.join(" ");
+    if line.is_empty() {
         return String::new();
     }
-    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
-    let text = text.trim();
-    if text.is_empty() {
-        String::new()
-    } else {
-        format!(": {text}")
+    match line.char_indices().nth(SNIPPET_CHARS) {
+        Some((cut, _)) => format!(": {}…", &line[..cut]),
+        None => format!(": {line}"),
     }
 }
 
-/// `Retry-After` as delta-seconds or an HTTP date.
+/// `Retry-After` as delta-seconds or an HTTP date; `None` (use the
+/// pipeline's backoff) when it asks for no wait at all: `0`, a date that has
+/// passed (a server whose clock is behind would otherwise be hammered with
+/// retries a millisecond apart), or something that is neither form.
 fn parse_retry_after(v: &str) -> Option<Duration> {
     let v = v.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = httpdate::parse_http_date(v).ok()?;
-    Some(
-        when.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
+    let wait = match v.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(v)
+            .ok()?
+            .duration_since(SystemTime::now())
+            .ok()?,
+    };
+    (!wait.is_zero()).then_some(wait)
 }
 
 impl Step for Http {
@@ -537,7 +572,11 @@ impl Step for Http {
     }
 
     fn run<'a>(&'a self, job: &'a mut Job) -> BoxFuture<'a, Result<(), JobError>> {
-        Box::pin(self.deliver(job))
+        Box::pin(async move {
+            let mut sent = Sent::default();
+            let r = self.deliver(job, &mut sent).await;
+            r.map_err(|e| scrub(e, sent.url.as_deref(), &sent.secrets))
+        })
     }
 }
 
@@ -578,10 +617,72 @@ mod tests {
     }
 
     #[test]
+    fn retry_after_without_a_wait_falls_back_to_the_backoff() {
+        let past = SystemTime::now() - Duration::from_secs(3600);
+        for v in [
+            httpdate::fmt_http_date(past).as_str(),
+            "Thu, 01 Jan 1970 00:00:00 GMT",
+            "0",
+            "-1",
+            "-30",
+            "1.5",
+            "",
+            "tomorrow",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(parse_retry_after(v), None, "{v:?}");
+        }
+    }
+
+    #[test]
     fn redaction_drops_query_and_credentials() {
         assert_eq!(
             redact("https://user:pw@h.example:8443/p/q?token=secret"),
             "https://h.example:8443/p/q"
         );
+        // Not URLs, credentials and all.
+        for (raw, shown) in [
+            ("http://user:hunter22@", "http://[redacted]@"),
+            ("htp:/user:hunter22@host x", "[redacted]@host x"),
+            ("user:hunter22@host/x?t=1", "[redacted]@host/x"),
+            ("http://u:hunter22@[::1/x", "http://[redacted]@[::1/x"),
+        ] {
+            assert_eq!(redact(raw), shown, "{raw}");
+        }
+    }
+
+    #[test]
+    fn snippets_are_short_and_on_one_line() {
+        assert_eq!(snippet(b""), "");
+        assert_eq!(snippet(b" \n "), "");
+        assert_eq!(snippet(b"no\n  such\tthing "), ": no such thing");
+        let long = "é".repeat(1000);
+        let s = snippet(long.as_bytes());
+        assert_eq!(s.chars().count(), 2 + SNIPPET_CHARS + 1, "{s}");
+    }
+
+    #[test]
+    fn reasons_lose_every_credential() {
+        let url = "http://bob:pa55word@h.example/hook?sig=abcdef123";
+        let parsed = Url::parse(url).unwrap();
+        let mut secrets = url_credentials(&parsed);
+        secrets.push("Bearer tok-123456".into());
+        secrets.push("tok-123456".into());
+        let reason = format!(
+            "http: GET {url} answered 400: you sent authorization: Bearer tok-123456, \
+             authorization: Basic Ym9iOnBhNTV3b3Jk, pa55word, abcdef123"
+        );
+        let e = scrub(JobError::fail(reason), Some(url), &secrets);
+        let r = e.reason();
+        for secret in [
+            "pa55word",
+            "tok-123456",
+            "Ym9iOnBhNTV3b3Jk",
+            "abcdef123",
+            "bob:",
+        ] {
+            assert!(!r.contains(secret), "{secret} in {r}");
+        }
+        assert!(r.contains("http://h.example/hook answered 400"), "{r}");
     }
 }
