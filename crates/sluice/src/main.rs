@@ -185,7 +185,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     },
                 )
                 .await?;
-                eprintln!("{}", runtime::summary(&report));
+                eprintln!("{}", sluice::redact::redact(&runtime::summary(&report)));
                 Ok(ExitCode::from(report.exit_code() as u8))
             }
             Command::Demo {
@@ -209,7 +209,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     ..DemoConfig::default()
                 };
                 let out = demo::run(&cfg, shutdown).await?;
-                eprintln!("{}", runtime::summary(&out.report));
+                eprintln!("{}", sluice::redact::redact(&runtime::summary(&out.report)));
                 eprintln!(
                     "the receiver accepted {} requests; the demo's config: {}",
                     out.delivered,
