@@ -33,6 +33,9 @@ sources! {
     /// An Amazon SQS queue.
     #[cfg(feature = "sqs")]
     Sqs(crate::sources::sqs::SqsSourceConfig),
+    /// Kafka topics, in a consumer group.
+    #[cfg(feature = "kafka")]
+    Kafka(crate::sources::kafka::KafkaSourceConfig),
 }
 
 /// The error of a `[pipeline.source]` (`kind = "source"`) or a

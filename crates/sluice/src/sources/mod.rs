@@ -64,6 +64,8 @@
 pub mod common;
 #[cfg(feature = "file")]
 pub mod file;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "sqs")]
 pub mod sqs;
 

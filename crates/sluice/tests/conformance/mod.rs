@@ -30,6 +30,15 @@ pub trait Harness {
     fn unsettled(&self) -> impl Future<Output = usize>;
     /// The bodies in the source's own dead-letter target.
     fn dead_letters(&self) -> impl Future<Output = Vec<String>>;
+    /// What [`unsettled`](Harness::unsettled) must say when exactly the
+    /// seeded messages at `unsettled` (indexes into the seed) are not
+    /// settled. A broker that settles one message at a time (SQS, the file
+    /// checkpoint) holds just those; one that commits an offset below which
+    /// everything is settled (Kafka) holds every message of a partition from
+    /// its lowest unsettled one on: they all come back after a restart.
+    fn held_if_unsettled(&self, unsettled: &[usize]) -> usize {
+        unsettled.len()
+    }
 }
 
 use std::future::Future;
@@ -173,7 +182,7 @@ pub async fn at_least_once_under_crash<H: Harness>(h: &mut H) {
     process.join().unwrap();
     assert_eq!(
         h.unsettled().await,
-        3,
+        h.held_if_unsettled(&[0, 1, 2]),
         "the 3 unacked messages are still held"
     );
 
@@ -306,7 +315,11 @@ pub async fn dead_letter_stored_before_removal<H: Harness>(h: &mut H) {
     .await;
     assert_eq!(report.dead_lettered, 0, "{report:?}");
     assert!(!report.settled_everything(), "exit code 3: {report:?}");
-    assert_eq!(h.unsettled().await, 3, "not stored, so not removed");
+    assert_eq!(
+        h.unsettled().await,
+        h.held_if_unsettled(&[0, 1, 2]),
+        "not stored, so not removed"
+    );
     assert!(h.dead_letters().await.is_empty());
 
     // The target fails once more, then stores: every bad message ends up
@@ -512,7 +525,7 @@ pub async fn revoked_jobs_are_not_settled<H: Harness>(h: &mut H) {
     assert_eq!((report.succeeded, report.revoked), (3, 3), "{report:?}");
     assert_eq!(
         h.unsettled().await,
-        3,
+        h.held_if_unsettled(&[1, 3, 5]),
         "revoked messages stay with the broker"
     );
 }
