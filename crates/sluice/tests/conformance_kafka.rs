@@ -4,18 +4,21 @@
 //! another): a fresh 3-partition topic, dead-letter topic and consumer group
 //! per check. What is unsettled is read from the group's committed offsets.
 //!
-//! Not in CI yet (feature `kafka-broker-tests`; `scripts/kafka` first, then
-//! `cargo test -p sluice --features kafka-broker-tests --test
-//! conformance_kafka`). Against tansu 0.6.0, 7 of the 8 checks pass;
-//! `at_least_once_under_crash` does not: the rerun's consumer is never
-//! given the partitions the "crashed" one held. Not yet known which of two
-//! causes it is: the check crashes a worker by dropping its tokio runtime,
-//! which does not stop librdkafka's own threads, so the old member may go
-//! on heartbeating (a kill -9 would stop them); and when a member's session
-//! does time out, tansu keeps the group's generation and does not reassign
-//! the vanished member's partitions (seen with real kill -9 processes; a
-//! tansu bug, Apache Kafka reassigns them). A process-level kill -9 test
-//! with a restart is the way to cover this for Kafka.
+//! Needs the broker: feature `kafka-broker-tests`, run by `scripts/test`
+//! after `scripts/kafka`.
+//!
+//! Two things differ from the file and SQS harnesses:
+//! - A broker that commits an offset prefix holds every message of a
+//!   partition from its lowest unsettled one on
+//!   ([`conformance::Harness::held_if_unsettled`]): after the crash check, all
+//!   messages behind the three hung ones come back too.
+//! - The crash check drops the worker's tokio runtime; librdkafka's own
+//!   threads and the group membership outlive that until the consumer is
+//!   destroyed, so the new process's join would wait for the old member to
+//!   rejoin. `max.poll.interval.ms = 7000` makes librdkafka leave the group
+//!   for a member nobody polls, as a dead process's member would be timed
+//!   out. (With a real kill -9, tansu 0.6.0 does not reassign a timed-out
+//!   member's partitions until another member joins; see the README.)
 //!
 //! The dead-letter topic is read up to librdkafka's partition-EOF event,
 //! not up to `fetch_watermarks`: tansu's high watermark read 1 after three
@@ -99,6 +102,7 @@ impl KafkaHarness {
         // default is 45 s).
         options.insert("session.timeout.ms".to_owned(), "6000".to_owned());
         options.insert("heartbeat.interval.ms".to_owned(), "500".to_owned());
+        options.insert("max.poll.interval.ms".to_owned(), "7000".to_owned());
         // tansu answers the classic protocol's range assignment best.
         options.insert(
             "partition.assignment.strategy".to_owned(),
