@@ -238,24 +238,4 @@ impl conformance::Harness for KafkaHarness {
     }
 }
 
-macro_rules! conformance {
-    ($($check:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $check() {
-                conformance::$check(&mut KafkaHarness::new()).await;
-            }
-        )*
-    };
-}
-
-conformance!(
-    at_least_once_under_crash,
-    retry_waits_its_delay,
-    dead_letter_stored_before_removal,
-    release_at_shutdown,
-    extend_keeps_a_long_job_leased,
-    revoked_jobs_are_not_settled,
-    ordering_key_keeps_order,
-    exit_code_says_what_went_back,
-);
+all_checks!(KafkaHarness::new());

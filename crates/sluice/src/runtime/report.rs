@@ -114,16 +114,13 @@ impl RunReport {
     ///
     /// (1 is a config or start-up error, before any message is taken.)
     pub fn exit_code(&self) -> i32 {
-        self.pipelines
-            .iter()
-            .map(PipelineReport::exit_code)
-            // 3 outranks 4 outranks 0.
-            .max_by_key(|c| match *c {
-                EXIT_UNSETTLED => 2,
-                EXIT_DEAD_LETTERED => 1,
-                _ => 0,
-            })
-            .unwrap_or(0)
+        if !self.settled_everything() {
+            EXIT_UNSETTLED
+        } else if self.dead_lettered() > 0 {
+            EXIT_DEAD_LETTERED
+        } else {
+            0
+        }
     }
 }
 

@@ -1,7 +1,9 @@
 //! The source conformance suite: what every source must do under the
 //! runtime, written once against the contract (`sluice::sources`) and run
-//! for each source by a small [`Harness`] (tests/conformance_file.rs,
-//! tests/conformance_sqs.rs). A new source passes these before it lands.
+//! for each source by a small [`Harness`] and one line,
+//! `all_checks!(MyHarness::new())` (tests/conformance_file.rs,
+//! tests/conformance_sqs.rs, tests/conformance_kafka.rs). A new source
+//! passes these before it lands.
 //!
 //! Each check starts from fresh input and asserts on what the broker holds
 //! afterwards: nothing lost, nothing left unsettled that should not be.
@@ -42,6 +44,33 @@ pub trait Harness {
 }
 
 use std::future::Future;
+
+/// Every check of the suite, one `#[tokio::test]` each, on a fresh harness
+/// from `$new` (an expression; `.await` allowed). A source's test file is
+/// then one line: `conformance::all_checks!(MyHarness::new());`.
+#[macro_export]
+macro_rules! all_checks {
+    (@each [$new:expr] $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                conformance::$check(&mut $new).await;
+            }
+        )*
+    };
+    ($new:expr) => {
+        $crate::all_checks!(@each [$new]
+            at_least_once_under_crash,
+            retry_waits_its_delay,
+            dead_letter_stored_before_removal,
+            release_at_shutdown,
+            extend_keeps_a_long_job_leased,
+            revoked_jobs_are_not_settled,
+            ordering_key_keeps_order,
+            exit_code_says_what_went_back,
+        );
+    };
+}
 
 /// A fast retry policy: attempts 5, backoff 100 ms up to 1 s.
 fn fast_retry() -> Retry {
