@@ -160,7 +160,7 @@ pub(crate) fn check_var_name(field: &str, name: &str) -> Result<(), FieldError> 
 /// secrets cut: safe for logs and reasons. Text that is not a URL loses
 /// everything up to its last `@` too, since it may be `user:password@host`
 /// with the `scheme://` missing.
-pub(crate) fn redact(raw: &str) -> String {
+pub(crate) fn shown_url(raw: &str) -> String {
     let shown = match Url::parse(raw) {
         Ok(u) if u.has_host() || u.scheme() == "file" => {
             let host = u.host_str().unwrap_or("");
@@ -182,34 +182,38 @@ pub(crate) fn redact(raw: &str) -> String {
 }
 
 /// A step's failure with everything secret cut from its reason, which goes
-/// to logs, the failures files and dead-letter attributes: `url` (the
-/// rendered URL, which libraries' errors may quote whole) shown as
-/// [`redact`] shows it and its query and query values cut; each of `secrets` (values of
-/// credential headers the step sent, credential options); registered
-/// secrets and URL credentials ([`crate::redact`]).
+/// to logs, the failures files and dead-letter attributes:
+/// - `url` (the rendered URL, which libraries' errors may quote whole) as
+///   [`shown_url`] shows it, and its query and each query value cut;
+/// - each of `secrets` (values of credential headers the step sent,
+///   credential options);
+/// - then what [`crate::redact`] cuts (registered secrets, URL credentials).
+///
+/// Longest first, so a secret that contains another is cut whole.
 pub(crate) fn scrub(e: JobError, url: Option<&str>, secrets: &[String]) -> JobError {
     let clean = |reason: String| {
         let mut r = reason;
+        let mut cut: Vec<&str> = secrets.iter().map(String::as_str).collect();
         if let Some(url) = url {
             if r.contains(url) {
-                r = r.replace(url, &redact(url));
+                r = r.replace(url, &shown_url(url));
             }
             // The query, and each of its values (a signature, a token).
             if let Some((_, query)) = url.split_once('?') {
                 let query = query.split('#').next().unwrap_or("");
-                let values = query
-                    .split('&')
-                    .filter_map(|kv| kv.split_once('=').map(|x| x.1));
-                for q in std::iter::once(query).chain(values) {
-                    if q.len() >= crate::redact::MIN_SECRET_LEN && r.contains(q) {
-                        r = r.replace(q, crate::redact::REDACTED);
-                    }
-                }
+                cut.push(query);
+                cut.extend(
+                    query
+                        .split('&')
+                        .filter_map(|kv| kv.split_once('=').map(|x| x.1)),
+                );
             }
         }
-        for s in secrets {
-            if s.len() >= crate::redact::MIN_SECRET_LEN && r.contains(s.as_str()) {
-                r = r.replace(s.as_str(), crate::redact::REDACTED);
+        cut.retain(|s| s.len() >= crate::redact::MIN_SECRET_LEN);
+        cut.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        for s in cut {
+            if r.contains(s) {
+                r = r.replace(s, crate::redact::REDACTED);
             }
         }
         crate::redact::redact(&r).into_owned()
@@ -235,10 +239,9 @@ pub(crate) fn url_credentials(url: &Url) -> Vec<String> {
         return Vec::new();
     }
     let decode = |s: &str| {
-        url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
     };
     let mut out = Vec::new();
     // The user name alone is left to the userinfo cutting of `redact`.

@@ -6,7 +6,11 @@
 //! before each value and
 //!
 //! - before the path (scheme, host, port: `{{ base }}/x`) inserts it as it
-//!   is: such a value chooses the destination, it is not data;
+//!   is: such a value chooses the destination, it is not data. But once the
+//!   template has written `scheme://`, a value there is part of the host,
+//!   and one holding `@`, `/`, `\`, `?`, `#` or whitespace is refused: it
+//!   would move the request, and its credentials, to another host
+//!   (`https://api.example.com{{ id }}` with an id of `@evil.example`);
 //! - in the path, the query or the fragment percent-encodes every byte but
 //!   the unreserved `A-Z a-z 0-9 - . _ ~`, so `/`, `?`, `#`, `&`, `=`, `+`,
 //!   `%` and `\` are data, never structure;
@@ -22,6 +26,8 @@ use minijinja::value::Value;
 use minijinja::{Error, ErrorKind, Output, State};
 
 const START: char = '\u{E000}';
+const PRIVATE_USE: &str =
+    "the URL template or a `raw_url` value holds the private-use character U+E000";
 const END: char = '\u{E001}';
 
 /// The formatter of URL templates: each value between markers, to be
@@ -79,6 +85,9 @@ fn part(so_far: &str) -> Part {
     }
 }
 
+/// What a value in the host may not hold.
+const HOST_BREAKERS: &[char] = &['@', '/', '\\', '?', '#', ' ', '\t', '\n', '\r'];
+
 /// The rendered URL with each marked value escaped for where it landed.
 pub(super) fn finish(rendered: &str) -> Result<String, String> {
     let mut out = String::with_capacity(rendered.len());
@@ -88,12 +97,17 @@ pub(super) fn finish(rendered: &str) -> Result<String, String> {
     while let Some(i) = rest.find(START) {
         out.push_str(&rest[..i]);
         let after = &rest[i + START.len_utf8()..];
-        let j = after
-            .find(END)
-            .ok_or("the template's text holds the private-use character U+E000")?;
-        let text = unhex(&after[..j])
-            .ok_or("the template's text holds the private-use character U+E000")?;
+        let j = after.find(END).ok_or(PRIVATE_USE)?;
+        let text = unhex(&after[..j]).ok_or(PRIVATE_USE)?;
         match part(&out) {
+            Part::Origin if out.contains("://") && text.contains(HOST_BREAKERS) => {
+                return Err(
+                    "a value lands in the URL's host and holds `@`, `/`, `\\`, `?`, `#` or \
+                     a space, which would send the request to another host; put values after \
+                     the host (`https://host/{{ id }}`), or mark a trusted one `raw_url`"
+                        .into(),
+                );
+            }
             Part::Origin => out.push_str(&text),
             Part::Path => {
                 let start = out.len();
@@ -134,15 +148,16 @@ fn unhex(hex: &str) -> Option<String> {
     String::from_utf8(digits).ok()
 }
 
+/// Every byte but the unreserved `A-Z a-z 0-9 - . _ ~` (RFC 3986).
+const ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Percent-encodes every byte of `text` but the unreserved ones.
 fn encode(text: &str, out: &mut String) {
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
+    out.extend(percent_encoding::utf8_percent_encode(text, ESCAPED));
 }
 
 #[cfg(test)]
@@ -164,5 +179,34 @@ mod tests {
         let mut s = String::new();
         encode("a/b?c#d%e&f=g+h i\\j.k~é", &mut s);
         assert_eq!(s, "a%2Fb%3Fc%23d%25e%26f%3Dg%2Bh%20i%5Cj.k~%C3%A9");
+    }
+
+    #[test]
+    fn a_value_in_the_host_cannot_move_the_request_elsewhere() {
+        let hex = |t: &str| {
+            let mut s = String::from(START);
+            t.bytes().for_each(|b| s.push_str(&format!("{b:02x}")));
+            s.push(END);
+            s
+        };
+        for bad in ["@evil.example/x", "/evil", "x?y", "x#y", "a b", "x\\y"] {
+            let r = finish(&format!("https://api.example.com{}", hex(bad)));
+            assert!(r.unwrap_err().contains("another host"), "{bad}");
+        }
+        // A port, a subdomain: still this host's part.
+        assert_eq!(
+            finish(&format!(
+                "https://api{}.example.com:{}/x",
+                hex("-eu"),
+                hex("8443")
+            ))
+            .unwrap(),
+            "https://api-eu.example.com:8443/x"
+        );
+        // A value that is the whole origin chooses the destination.
+        assert_eq!(
+            finish(&format!("{}/x", hex("https://h.example"))).unwrap(),
+            "https://h.example/x"
+        );
     }
 }

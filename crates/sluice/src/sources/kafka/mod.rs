@@ -30,10 +30,11 @@
 //! key at a time, in offset order, through the contract's ordering key) or
 //! `partition` (one job per partition at a time).
 //!
-//! **Bounded memory.** librdkafka's prefetch is capped:
-//! `queued.max.messages.kbytes` (default here 8192 per partition) and
-//! `fetch.max.bytes`; the source itself holds only what the runtime asked
-//! for. Any librdkafka property can be set under `options`.
+//! **Bounded memory.** librdkafka's prefetch is capped by
+//! `queued.max.messages.kbytes` (8192 here, for the consumer's one queue)
+//! and `fetch.max.bytes` (librdkafka's default); the source itself holds
+//! only what the runtime asked for. Any librdkafka property can be set under
+//! `options`.
 //!
 //! Each message's `message.attributes` hold its headers (lossy UTF-8) and
 //! `kafka.topic`, `kafka.partition`, `kafka.offset`, `kafka.key` (when it
@@ -283,6 +284,9 @@ impl ConsumerContext for Callbacks {
             .collect();
         let (commit, done) = self.shared.commits(Some(&revoked));
         if commit.count() > 0 {
+            // Blocking, on the thread polling the consumer (a tokio worker):
+            // rebalances are rare, and the partitions must be committed
+            // before the next owner starts reading them.
             match consumer.commit(&commit, CommitMode::Sync) {
                 Ok(()) => done.iter().for_each(|(p, o)| p.committed(*o)),
                 Err(e) => {
@@ -332,6 +336,8 @@ pub struct KafkaSource {
     committer: Option<tokio::task::JoinHandle<()>>,
     stop_committer: Arc<Notify>,
     pipeline: String,
+    /// `brokers …, group …`, for errors.
+    describe: String,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -340,10 +346,6 @@ impl std::fmt::Debug for KafkaSource {
             .field("pipeline", &self.pipeline)
             .finish_non_exhaustive()
     }
-}
-
-fn kafka_err(what: &str, e: rdkafka::error::KafkaError) -> SourceError {
-    SourceError::transient(format!("{what}: {e}")).with_source(e)
 }
 
 impl KafkaSource {
@@ -359,7 +361,7 @@ impl KafkaSource {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            // Bounded prefetch: at most this many KiB queued per partition.
+            // Bounded prefetch: at most this many KiB queued for the consumer.
             .set("queued.max.messages.kbytes", "8192")
             .set("fetch.wait.max.ms", "50")
             .set("client.id", format!("sluice-{}", cx.pipeline));
@@ -416,6 +418,7 @@ impl KafkaSource {
             committer: Some(committer),
             stop_committer,
             pipeline: cx.pipeline.clone(),
+            describe: format!("brokers {}, group {}", cfg.brokers, cfg.group_id),
         })
     }
 
@@ -501,7 +504,14 @@ impl KafkaSource {
             if out.is_empty() {
                 let notified = self.shared.wake.notified();
                 let first = tokio::select! {
-                    m = self.consumer.recv() => m.map_err(|e| kafka_err("receiving from Kafka failed", e))?,
+                    m = self.consumer.recv() => m.map_err(|e| {
+                        SourceError::transient(format!(
+                            "receiving from Kafka ({}) failed: {e}; check `brokers` and the \
+                             `security.*`/`sasl.*` options",
+                            self.describe
+                        ))
+                        .with_source(e)
+                    })?,
                     () = notified => continue,
                 };
                 out.push(self.convert(&first));
@@ -527,6 +537,38 @@ impl KafkaSource {
     }
 }
 
+/// A commit that has not finished by then is given up (and retried by the
+/// next tick); librdkafka's own sync commit has no deadline.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Commits every partition's settled prefix, synchronously on a blocking
+/// thread: a partition is marked committed only once the broker said so.
+async fn commit_settled(
+    consumer: &Arc<StreamConsumer<Callbacks>>,
+    shared: &Shared,
+) -> Result<(), String> {
+    let (tpl, done) = shared.commits(None);
+    if tpl.count() == 0 {
+        return Ok(());
+    }
+    let consumer = consumer.clone();
+    let commit = tokio::task::spawn_blocking(move || {
+        let r = consumer.commit(&tpl, CommitMode::Sync);
+        // librdkafka's lists go before the consumer does.
+        drop(tpl);
+        r
+    });
+    match tokio::time::timeout(COMMIT_TIMEOUT, commit).await {
+        Ok(Ok(Ok(()))) => {
+            done.iter().for_each(|(p, o)| p.committed(*o));
+            Ok(())
+        }
+        Ok(Ok(Err(e))) => Err(e.to_string()),
+        Ok(Err(e)) => Err(format!("the commit panicked: {e}")),
+        Err(_) => Err(format!("no answer within {COMMIT_TIMEOUT:?}")),
+    }
+}
+
 async fn commit_loop(
     consumer: Arc<StreamConsumer<Callbacks>>,
     shared: Arc<Shared>,
@@ -541,15 +583,8 @@ async fn commit_loop(
             _ = tick.tick() => {}
             () = stop.notified() => return,
         }
-        let (tpl, done) = shared.commits(None);
-        if tpl.count() == 0 {
-            continue;
-        }
-        match consumer.commit(&tpl, CommitMode::Async) {
-            Ok(()) => done.iter().for_each(|(p, o)| p.committed(*o)),
-            Err(e) => {
-                tracing::warn!(pipeline = %pipeline, error = %e, "committing offsets failed; will try again")
-            }
+        if let Err(e) = commit_settled(&consumer, &shared).await {
+            tracing::warn!(pipeline = %pipeline, error = %e, "committing offsets failed; the next commit tries again");
         }
     }
 }
@@ -565,25 +600,15 @@ impl Source for KafkaSource {
             if let Some(h) = self.committer.take() {
                 let _ = h.await;
             }
-            let (tpl, done) = self.shared.commits(None);
-            let result = if tpl.count() > 0 {
-                let consumer = self.consumer.clone();
-                let r = tokio::task::spawn_blocking(move || {
-                    let r = consumer.commit(&tpl, CommitMode::Sync);
-                    // librdkafka's lists go before the consumer does.
-                    drop(tpl);
-                    r
-                })
+            let result = commit_settled(&self.consumer, &self.shared)
                 .await
-                .map_err(|e| SourceError::fatal(format!("the final commit panicked: {e}")))?;
-                r.map(|()| done.iter().for_each(|(p, o)| p.committed(*o)))
-                    .map_err(|e| {
-                        SourceError::fatal(format!("the final offset commit failed: {e}"))
-                            .with_source(e)
-                    })
-            } else {
-                Ok(())
-            };
+                .map_err(|e| {
+                    SourceError::fatal(format!(
+                        "the final offset commit ({}) failed: {e}; the settled events above \
+                         the last commit will run again",
+                        self.describe
+                    ))
+                });
             self.consumer.unsubscribe();
             result
         })

@@ -30,8 +30,8 @@ use serde::Deserialize;
 use url::Url;
 
 use super::{
-    FieldError, Step, check_var_name, compile_url, redact, scrub, shown_template, url_credentials,
-    url_start,
+    FieldError, Step, check_var_name, compile_url, scrub, shown_template, shown_url,
+    url_credentials, url_start,
 };
 use crate::job::{Job, JobError};
 use crate::template::Template;
@@ -168,7 +168,7 @@ impl Stores {
         &self,
         raw: &str,
     ) -> Result<(Arc<dyn ObjectStore>, object_store::path::Path), JobError> {
-        let shown = redact(raw);
+        let shown = shown_url(raw);
         let url = Url::parse(raw)
             .map_err(|e| JobError::fail(format!("fetch: `{shown}` is not a URL: {e}")))?;
         let base = &url[..url::Position::BeforePath];
@@ -205,7 +205,7 @@ impl Fetch {
     async fn read(&self, job: &mut Job, url: &str) -> Result<(), JobError> {
         let (store, path) = self.stores.resolve(url)?;
         // Reasons and logs never carry a query string or credentials.
-        let raw = redact(url);
+        let raw = shown_url(url);
         let read = async {
             let got = store.get(&path).await.map_err(|e| classify(&raw, e))?;
             if got.meta.size > self.max_bytes {

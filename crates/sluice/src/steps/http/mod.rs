@@ -46,8 +46,8 @@ use sluice_pool::{KeyLimit, Pool, Rate};
 use url::Url;
 
 use super::{
-    FieldError, Step, StepContext, check_var_name, compile, compile_url, redact, scrub,
-    shown_template, url_credentials, url_start,
+    FieldError, Step, StepContext, check_var_name, compile, compile_url, scrub, shown_template,
+    shown_url, url_credentials, url_start,
 };
 use crate::job::{Job, JobError};
 use crate::template::Template;
@@ -328,7 +328,7 @@ fn check_url_template(source: &str, literal: bool) -> Result<(), String> {
 }
 
 fn check_url(raw: &str) -> Result<Url, String> {
-    let url = Url::parse(raw).map_err(|e| format!("`{}` is not a URL: {e}", redact(raw)))?;
+    let url = Url::parse(raw).map_err(|e| format!("`{}` is not a URL: {e}", shown_url(raw)))?;
     match url.scheme() {
         "http" | "https" => Ok(url),
         s => Err(format!(
@@ -402,7 +402,7 @@ impl Http {
         sent.url = Some(raw_url.clone());
         let url = check_url(&raw_url).map_err(|e| JobError::fail(format!("http: {e}")))?;
         sent.secrets.extend(url_credentials(&url));
-        let shown = redact(&raw_url);
+        let shown = shown_url(&raw_url);
         let body = match &self.body {
             Some(t) => Some(t.render_field("body", ctx.clone())?),
             None => None,
@@ -637,7 +637,7 @@ mod tests {
     #[test]
     fn redaction_drops_query_and_credentials() {
         assert_eq!(
-            redact("https://user:pw@h.example:8443/p/q?token=secret"),
+            shown_url("https://user:pw@h.example:8443/p/q?token=secret"),
             "https://h.example:8443/p/q"
         );
         // Not URLs, credentials and all.
@@ -647,7 +647,7 @@ mod tests {
             ("user:hunter22@host/x?t=1", "[redacted]@host/x"),
             ("http://u:hunter22@[::1/x", "http://[redacted]@[::1/x"),
         ] {
-            assert_eq!(redact(raw), shown, "{raw}");
+            assert_eq!(shown_url(raw), shown, "{raw}");
         }
     }
 
