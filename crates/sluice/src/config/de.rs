@@ -43,6 +43,9 @@ pub(super) fn deserialize(substituted: &mut Substituted) -> Result<Config, Error
                 message = message.replacen(&quoted, &format!("from `{}`", w.reference), 1);
             }
         }
+        // serde quotes the value it could not read; one from the
+        // environment is a secret (callers of `config::parse` print this).
+        let message = crate::redact::redact(&message);
         return Err(describe(&substituted.text, span, &hint(&message)));
     }
 }

@@ -321,7 +321,7 @@ pub(crate) fn url_start(source: &str) -> Result<UrlStart, String> {
 /// A URL template as written, for a config error: without its query, and
 /// without credentials and secrets.
 pub(crate) fn shown_template(source: &str) -> String {
-    let before_query = source.split('?').next().unwrap_or("");
+    let before_query = source.split(['?', '#']).next().unwrap_or("");
     crate::redact::redact(before_query).into_owned()
 }
 
