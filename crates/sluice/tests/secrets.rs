@@ -7,14 +7,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
 use common::{Setup, single};
 use sluice::testkit::{Receiver, ReceiverConfig};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
 const TOKEN: &str = "tok-SECRET-4f9a2c77";
 const API_KEY: &str = "key-SECRET-0d1e2f33";
@@ -105,35 +102,22 @@ headers = {{ authorization = "Bearer ${{TOKEN}}" }}
         dir = d.display(),
     );
     std::fs::write(d.join("sluice.toml"), config).unwrap();
-    let log = std::fs::File::create(d.join("run.log")).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "--progress", "off", "-c"])
-        .arg(d.join("sluice.toml"))
-        .env("RUST_LOG", "sluice=trace,info")
-        .env("NO_COLOR", "1")
-        .env("TOKEN", TOKEN)
-        .env("API_KEY", API_KEY)
-        .env("CRED", format!("{USER}:{PASSWORD}"))
-        .env("QUERY_TOKEN", QUERY_TOKEN)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("spawn sluice");
-    let waited = tokio::task::spawn_blocking(move || {
-        for _ in 0..6000 {
-            if let Some(status) = child.try_wait().unwrap() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = child.kill();
-        None
-    })
-    .await
-    .unwrap();
-    let log = std::fs::read_to_string(d.join("run.log")).unwrap();
-    assert!(waited.is_some(), "sluice did not exit in 60 s:\n{log}");
+    let cred = format!("{USER}:{PASSWORD}");
+    let mut run = common::process::start_env(
+        d,
+        0,
+        &d.join("sluice.toml"),
+        &[],
+        &[
+            ("RUST_LOG", "sluice=trace,info"),
+            ("TOKEN", TOKEN),
+            ("API_KEY", API_KEY),
+            ("CRED", &cred),
+            ("QUERY_TOKEN", QUERY_TOKEN),
+        ],
+    );
+    run.wait(Duration::from_secs(60)).await;
+    let log = run.log();
 
     // The secrets did go out, so the test means something.
     let sent = rx.requests();

@@ -168,7 +168,8 @@ pub enum Received {
     Deliveries(Vec<Delivery>),
     /// The source is exhausted and every message it gave out is settled
     /// (a file read to its end; a queue found drained under
-    /// [`Source::stop_when_empty`]: nothing left in it, in sight or not).
+    /// [`Source::stop_when_empty`]: for SQS, its approximate counts of
+    /// visible, in-flight and delayed messages all read 0).
     End,
 }
 
