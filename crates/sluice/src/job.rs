@@ -26,6 +26,9 @@ pub struct Job {
     pub attributes: BTreeMap<String, String>,
     /// The ordering key the source gave the message, if any.
     pub key: Option<String>,
+    /// The source's own fields, seen by templates at the top level
+    /// ([`crate::sources::Message::fields`]).
+    pub fields: BTreeMap<&'static str, serde_json::Value>,
     /// The body decoded by a format; `Raw` until one does.
     pub envelope: Envelope,
     vars: BTreeMap<String, Value>,
@@ -64,6 +67,7 @@ impl Job {
             body,
             attributes: BTreeMap::new(),
             key: None,
+            fields: BTreeMap::new(),
             envelope: Envelope::Raw,
             vars: BTreeMap::new(),
             context: None,
@@ -103,14 +107,17 @@ impl Job {
         })
     }
 
-    /// What templates see: the variables at top level, plus `message`
-    /// (`id`, `attempt`, `attributes`), `body` (text, bytes or parsed JSON)
-    /// and, for Laravel payloads, `job`.
+    /// What templates see: the variables and the source's fields at top
+    /// level, plus `message` (`id`, `attempt`, `attributes`), `body` (text,
+    /// bytes or parsed JSON) and, for Laravel payloads, `job`.
     pub fn context(&mut self) -> Value {
         if let Some(ctx) = &self.context {
             return ctx.clone();
         }
         let mut map: BTreeMap<String, Value> = self.vars.clone();
+        for (name, v) in &self.fields {
+            map.insert((*name).to_owned(), crate::template::json::to_value(v));
+        }
         let message = BTreeMap::from([
             ("id", Value::from(self.id.as_str())),
             ("attempt", Value::from(self.attempt)),

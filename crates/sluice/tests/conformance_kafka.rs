@@ -116,6 +116,7 @@ impl KafkaHarness {
             ordering: Ordering::Key,
             dead_letter_topic: Some(self.dlq.clone()),
             commit_interval_ms: Some(100),
+            rebalance_grace_ms: None,
             options,
         }
     }

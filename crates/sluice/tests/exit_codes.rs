@@ -195,6 +195,7 @@ impl Source for FailingSource {
                         attempt: 1,
                         oversize: None,
                         key: None,
+                        fields: Default::default(),
                     };
                     Delivery::new(message, Box::new(CountingAcker(self.acked.clone())))
                 })

@@ -12,9 +12,11 @@ use sluice::testkit::ReceiverConfig;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
+/// Retries counted exactly: the breaker, which holds retries while the
+/// receiver is down, is off.
 fn quick_retries(max_attempts: u32) -> String {
     format!(
-        "[pipeline.retry]\nmax_attempts = {max_attempts}\nbackoff = {{ initial_ms = 10, max_ms = 50, jitter = true }}\n"
+        "[pipeline.retry]\nmax_attempts = {max_attempts}\nbackoff = {{ initial_ms = 10, max_ms = 50, jitter = true }}\npause_after_failures = 0\n"
     )
 }
 
@@ -138,6 +140,61 @@ body = '{{"attempt": {{{{ message.attempt }}}}}}'
         "the third attempt succeeded"
     );
     assert!(s.failures("jobs.ndjson").is_empty());
+}
+
+/// The receiver is down far longer than three attempts with a 10 ms
+/// backoff allow: after 5 failures in a row the pipeline pauses, retries
+/// wait for the probes, and once the receiver is back every job succeeds,
+/// none dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_pauses_the_pipeline_instead_of_burning_retries() {
+    let s = Setup::new(ReceiverConfig {
+        error_rate: 1.0,
+        ..ReceiverConfig::default()
+    })
+    .await;
+    let n = 40;
+    s.numbered_jobs(n);
+    let config = r#"
+[[pipeline]]
+name = "outage"
+concurrency = 4
+[pipeline.source]
+type = "file"
+path = '@DIR@/jobs.ndjson'
+[[pipeline.step]]
+type = "http"
+url = "@URL@/jobs/{{ body.id }}"
+[pipeline.retry]
+max_attempts = 3
+backoff = { initial_ms = 10, max_ms = 10, jitter = false }
+pause_after_failures = 5
+"#;
+    let run = s.run(config);
+    let outage = async {
+        // 4 first attempts and 4 second ones (the fifth failure pauses,
+        // the other three were running), then probes one at a time, 1 s
+        // then 2 s apart: 10 requests is two failed probes, far past what 3
+        // attempts 10 ms apart would have taken.
+        while s.receiver.total() < 10 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let during = s.receiver.total();
+        s.receiver.set_config(ReceiverConfig::default());
+        during
+    };
+    let (report, during) = tokio::join!(run, outage);
+    let p = single(&report);
+    assert_eq!(
+        (p.succeeded, p.dead_lettered),
+        (n as u64, 0),
+        "nothing dead-lettered during the outage ({during} requests while down)"
+    );
+    assert_eq!(s.accepted_ids().len(), n);
+    assert!(
+        during <= 12,
+        "while paused only probes reach the receiver: {during} requests"
+    );
 }
 
 /// Always 503: give up after max_attempts, dead-letter with the reason, and

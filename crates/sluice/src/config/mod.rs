@@ -101,6 +101,11 @@ pub struct RetryConfig {
     /// The delay before each retry. Default below, or a Laravel job's own
     /// `backoff` list when it has one.
     pub backoff: Option<BackoffConfig>,
+    /// After this many attempts in a row failed with a retryable error
+    /// (5xx, timeouts, refused connections), the pipeline stops taking
+    /// messages and its retries wait; one probe at a time tries the
+    /// destination until one succeeds. Default 20; 0 never pauses.
+    pub pause_after_failures: Option<u32>,
 }
 
 /// Exponential backoff: `initial_ms`, times `multiplier` per attempt, at
@@ -407,6 +412,11 @@ impl Loaded {
                 .max_body_bytes(p.max_body_bytes)
                 .shutdown(opts.shutdown.clone())
                 .shutdown_timeout(Duration::from_secs(self.config.shutdown_timeout_secs))
+                .pause_after_failures(
+                    p.retry
+                        .pause_after_failures
+                        .unwrap_or(crate::worker::DEFAULT_PAUSE_AFTER_FAILURES),
+                )
                 .build()
                 .map_err(|e| self.error_at(&at, e.to_string()))?;
             workers.push(worker);

@@ -42,6 +42,8 @@ pub(super) struct Ctx {
     /// stop and their messages are released.
     pub cancel: CancellationToken,
     pub order: Order,
+    /// Pauses intake and retries while the destination keeps failing.
+    pub breaker: super::breaker::Breaker,
     /// Messages whose job was dropped before it settled (a hard cancel at
     /// the end of the settle grace), to be released.
     pub orphans: mpsc::UnboundedSender<Box<dyn Acker>>,
@@ -52,6 +54,10 @@ enum Ended {
     Done(Result<(), JobError>),
     Revoked,
     Cancelled,
+    /// Stopped while the breaker held it back.
+    Stopped,
+    /// Ran as the breaker's probe and failed to reach the destination.
+    ProbeFailed,
 }
 
 /// The acker of a message not yet settled. Dropped while still holding it
@@ -137,7 +143,20 @@ pub(super) async fn run(
                 biased;
                 () = revoked.wait() => Ended::Revoked,
                 _ = ctx.cancel.cancelled() => Ended::Cancelled,
-                r = attempt(&ctx, &message) => Ended::Done(r),
+                r = async {
+                    // Waiting for the breaker is like waiting to retry: a
+                    // stop releases the message.
+                    let ticket = tokio::select! {
+                        t = ctx.breaker.admit() => t,
+                        _ = ctx.stopping.cancelled() => return Ended::Stopped,
+                    };
+                    let r = attempt(&ctx, &message).await;
+                    if ticket.record(&r) {
+                        Ended::ProbeFailed
+                    } else {
+                        Ended::Done(r)
+                    }
+                } => r,
             }
         };
         let outcome = match ended {
@@ -150,6 +169,19 @@ pub(super) async fn run(
             Ended::Cancelled => {
                 release(&ctx, &mut held, &message.id, false).await;
                 break;
+            }
+            Ended::Stopped => {
+                release(&ctx, &mut held, &message.id, true).await;
+                break;
+            }
+            Ended::ProbeFailed => {
+                // The outage's, not the message's: it waits for the next
+                // probe or the breaker to close, its attempts untouched.
+                AttemptEnded {
+                    took: started.elapsed(),
+                }
+                .emit(&ctx.counts);
+                continue;
             }
             Ended::Done(r) => r,
         };
@@ -250,6 +282,7 @@ async fn attempt(ctx: &Ctx, message: &Message) -> Result<(), JobError> {
     let mut job = Job::new(message.id.clone(), message.attempt, message.body.clone())
         .with_attributes(message.attributes.clone());
     job.key = message.key.clone();
+    job.fields = message.fields.clone();
     let run = AssertUnwindSafe(ctx.handler.call(job)).catch_unwind();
     let ran = match ctx.job_timeout {
         None => Ok(run.await),

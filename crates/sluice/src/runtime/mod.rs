@@ -18,6 +18,7 @@
 //! second request cuts the wait short.
 
 mod attempt;
+mod breaker;
 mod heartbeat;
 mod order;
 mod progress;
@@ -55,6 +56,8 @@ pub(crate) struct Parts {
     pub shutdown: Shutdown,
     pub shutdown_timeout: Duration,
     pub counts: Arc<PipelineCounts>,
+    /// Failed attempts in a row that pause intake (0: never).
+    pub pause_after_failures: u32,
 }
 
 /// After the shutdown deadline, how long settlements already under way get
@@ -78,6 +81,7 @@ pub(crate) async fn drive(parts: Parts) -> PipelineReport {
         shutdown,
         shutdown_timeout,
         counts,
+        pause_after_failures,
     } = parts;
     let started = Instant::now();
     // No wait queue: a message is received only into a reserved place.
@@ -120,6 +124,7 @@ pub(crate) async fn drive(parts: Parts) -> PipelineReport {
         stopping: CancellationToken::new(),
         cancel: CancellationToken::new(),
         order: Default::default(),
+        breaker: breaker::Breaker::new(&name, pause_after_failures),
         orphans,
     });
     let heartbeat = ctx.caps.lease.map(heartbeat::Heartbeat::new);
@@ -130,13 +135,19 @@ pub(crate) async fn drive(parts: Parts) -> PipelineReport {
     let mut pause = Duration::from_millis(100);
     info!(pipeline = %name, concurrency, "pipeline started");
     loop {
+        // While the breaker is open, nothing (or one message to probe with).
+        let most = tokio::select! {
+            biased;
+            _ = shutdown.requested() => break,
+            n = ctx.breaker.intake() => n.min(MAX_BATCH),
+        };
         let first = tokio::select! {
             biased;
             _ = shutdown.requested() => break,
             p = pool.reserve() => p.expect("the pool is closed only after this loop"),
         };
         let mut places = vec![first];
-        while places.len() < MAX_BATCH {
+        while places.len() < most {
             match pool.try_reserve() {
                 Ok(p) => places.push(p),
                 Err(_) => break,

@@ -98,6 +98,11 @@ pub struct Message {
     pub oversize: Option<u64>,
     /// Messages with the same key run one at a time, in order.
     pub key: Option<String>,
+    /// The source's own fields, which templates see at the top level
+    /// (Kafka's `topic`, `partition`, `offset`, `key`, `timestamp`,
+    /// `headers`). Their names are reserved: no step may set a variable
+    /// of the same name.
+    pub fields: BTreeMap<&'static str, serde_json::Value>,
 }
 
 /// A received message and the means to settle it.

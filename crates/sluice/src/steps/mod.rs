@@ -138,6 +138,15 @@ pub(crate) fn compile_url(
 /// Checks a variable name a step writes to.
 pub(crate) fn check_var_name(field: &str, name: &str) -> Result<(), FieldError> {
     const RESERVED: [&str; 3] = ["message", "body", "job"];
+    // The sources' top-level template fields (`Message::fields`).
+    const FIELDS: [&str; 6] = [
+        "topic",
+        "partition",
+        "offset",
+        "key",
+        "timestamp",
+        "headers",
+    ];
     let valid = !name.is_empty()
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         && !name.starts_with(|c: char| c.is_ascii_digit());
@@ -151,6 +160,15 @@ pub(crate) fn check_var_name(field: &str, name: &str) -> Result<(), FieldError> 
         return Err(FieldError::new(
             field,
             format!("`{name}` is reserved for the message itself; pick another name"),
+        ));
+    }
+    if FIELDS.contains(&name) {
+        return Err(FieldError::new(
+            field,
+            format!(
+                "`{name}` is reserved for the message's own fields (Kafka's topic, partition, \
+                 offset, key, timestamp, headers); pick another name"
+            ),
         ));
     }
     Ok(())

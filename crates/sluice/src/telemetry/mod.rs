@@ -15,6 +15,10 @@
 //! | `sluice_settle_errors_total` | counter | `pipeline` |
 //! | `sluice_received_total` | counter | `pipeline` |
 //! | `sluice_sqs_requests_total` | counter | `queue`, `op` = `receive` \| `empty_receive` \| `delete` \| `visibility` \| `send` |
+//! | `sluice_kafka_consumer_lag` | gauge | `pipeline`, `topic`, `partition` |
+//! | `sluice_kafka_commits_total` | counter | `pipeline`, `result` = `ok` \| `failed` |
+//! | `sluice_kafka_rebalances_total` | counter | `pipeline`, `kind` = `assign` \| `revoke` |
+//! | `sluice_kafka_paused` | gauge | `pipeline` |
 
 pub mod events;
 
@@ -29,6 +33,10 @@ pub const STEP_DURATION: &str = "sluice_step_duration_seconds";
 pub const SETTLE_ERRORS: &str = "sluice_settle_errors_total";
 pub const RECEIVED: &str = "sluice_received_total";
 pub const SQS_REQUESTS: &str = "sluice_sqs_requests_total";
+pub const KAFKA_LAG: &str = "sluice_kafka_consumer_lag";
+pub const KAFKA_COMMITS: &str = "sluice_kafka_commits_total";
+pub const KAFKA_REBALANCES: &str = "sluice_kafka_rebalances_total";
+pub const KAFKA_PAUSED: &str = "sluice_kafka_paused";
 
 /// Registers the descriptions of every metric with the installed recorder.
 pub fn describe() {
@@ -52,6 +60,19 @@ pub fn describe() {
     describe_counter!(
         SQS_REQUESTS,
         "SQS API calls, by kind; empty_receive counts receives that returned nothing."
+    );
+    describe_gauge!(
+        KAFKA_LAG,
+        "Events of a partition not yet committed: its end minus the committed offset."
+    );
+    describe_counter!(KAFKA_COMMITS, "Offset commits, by result.");
+    describe_counter!(
+        KAFKA_REBALANCES,
+        "Partitions assigned to or revoked from this process, by kind."
+    );
+    describe_gauge!(
+        KAFKA_PAUSED,
+        "1 while the partitions are paused because the pipeline takes no events."
     );
 }
 

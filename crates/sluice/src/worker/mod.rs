@@ -53,6 +53,9 @@ pub enum WorkerError {
     NoConcurrency(String),
 }
 
+/// Failed attempts in a row after which a worker pauses its intake.
+pub const DEFAULT_PAUSE_AFTER_FAILURES: u32 = 20;
+
 /// One source, one handler, run until the source ends or a stop.
 pub struct Worker {
     name: String,
@@ -65,6 +68,7 @@ pub struct Worker {
     max_body_bytes: u64,
     shutdown: Shutdown,
     shutdown_timeout: Duration,
+    pause_after_failures: u32,
     counts: Arc<PipelineCounts>,
 }
 
@@ -93,6 +97,7 @@ impl Worker {
             max_body_bytes: 1 << 20,
             shutdown: Shutdown::new(),
             shutdown_timeout: Duration::from_secs(30),
+            pause_after_failures: DEFAULT_PAUSE_AFTER_FAILURES,
         }
     }
 
@@ -127,6 +132,7 @@ impl Worker {
             shutdown: self.shutdown,
             shutdown_timeout: self.shutdown_timeout,
             counts: self.counts,
+            pause_after_failures: self.pause_after_failures,
         })
         .await
     }
@@ -144,6 +150,7 @@ pub struct WorkerBuilder {
     max_body_bytes: u64,
     shutdown: Shutdown,
     shutdown_timeout: Duration,
+    pause_after_failures: u32,
 }
 
 impl fmt::Debug for WorkerBuilder {
@@ -227,6 +234,15 @@ impl WorkerBuilder {
         self
     }
 
+    /// After this many attempts in a row failed with a retryable error,
+    /// the worker stops taking messages and holds its retries, trying one
+    /// probe at a time until an attempt succeeds; 0 never pauses. Default
+    /// [`DEFAULT_PAUSE_AFTER_FAILURES`].
+    pub fn pause_after_failures(mut self, n: u32) -> WorkerBuilder {
+        self.pause_after_failures = n;
+        self
+    }
+
     /// Checks the parts and builds the worker.
     pub fn build(self) -> Result<Worker, WorkerError> {
         let name = self.name;
@@ -255,6 +271,7 @@ impl WorkerBuilder {
             max_body_bytes: self.max_body_bytes,
             shutdown: self.shutdown,
             shutdown_timeout: self.shutdown_timeout,
+            pause_after_failures: self.pause_after_failures,
         })
     }
 }

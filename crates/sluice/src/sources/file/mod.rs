@@ -580,6 +580,7 @@ impl FileSource {
             attempt: line.attempt,
             oversize: line.oversize,
             key: self.key_of(&line.body),
+            fields: Default::default(),
         };
         Delivery::new(
             message,

@@ -20,11 +20,19 @@
 //! where from (`sluice_topic`, `sluice_partition`, `sluice_offset`), and
 //! only then count as settled.
 //!
-//! **Rebalances.** When partitions are revoked, every delivery from them is
-//! [revoked](super::Revocation) (its job stops, unsettled: the new owner
-//! runs it) and what is settled is committed at once. Assigned partitions
-//! resume from their committed offset (`auto.offset.reset = earliest` when
-//! there is none).
+//! **Rebalances.** When partitions are revoked, nothing more of theirs is
+//! handed out, and the jobs already running get `rebalance_grace_ms`
+//! (default 5000) to settle. Then what is settled is committed, and every
+//! delivery still running is [revoked](super::Revocation) (its job stops,
+//! unsettled: the new owner runs it). Assigned partitions resume from their
+//! committed offset (`auto.offset.reset = earliest` when there is none).
+//!
+//! **Pausing.** One task polls librdkafka and hands messages over through
+//! a buffer of 256. When the runtime takes none for a second (every slot is
+//! busy, or its intake is paused because the destination keeps failing:
+//! `[pipeline.retry] pause_after_failures`), the task pauses the assigned
+//! partitions and keeps polling, so the process stays in its group; it
+//! resumes them once the runtime has taken half the buffer.
 //!
 //! **Ordering** (`ordering`): `none` (default), `key` (one job per message
 //! key at a time, in offset order, through the contract's ordering key) or
@@ -33,35 +41,54 @@
 //! **Bounded memory.** librdkafka's prefetch is capped by
 //! `queued.max.messages.kbytes` (8192 here, for the consumer's one queue)
 //! and `fetch.max.bytes` (librdkafka's default); the source itself holds
-//! only what the runtime asked for. Any librdkafka property can be set under
-//! `options`.
+//! at most the hand-off buffer (256 messages) besides what the runtime
+//! runs. Any librdkafka property can be set under `options`.
 //!
-//! Each message's `message.attributes` hold its headers (lossy UTF-8) and
-//! `kafka.topic`, `kafka.partition`, `kafka.offset`, `kafka.key` (when it
-//! has one) and `kafka.timestamp` (ms since the epoch, when it has one).
+//! **Templates** see `topic`, `partition`, `offset`, `key` (null without
+//! one), `timestamp` (ms since the epoch, or null) and `headers` (a map,
+//! lossy UTF-8) at the top level. `message.attributes` holds the headers
+//! too, and `kafka.topic`, `kafka.partition`, `kafka.offset`, `kafka.key`
+//! and `kafka.timestamp` as text.
+//!
+//! **Metrics**: `sluice_kafka_consumer_lag` (per `topic` and `partition`:
+//! the partition's end minus the committed offset, from librdkafka's
+//! statistics every `statistics.interval.ms`, default 5000),
+//! `sluice_kafka_commits_total` (`result` = `ok` | `failed`),
+//! `sluice_kafka_rebalances_total` (`kind` = `assign` | `revoke`) and
+//! `sluice_kafka_paused` (1 while the partitions are paused), each with a
+//! `pipeline` label.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+mod dead_letters;
+mod partition;
+mod poll;
+mod read;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::FutureExt;
 use futures::future::BoxFuture;
+use metrics::{Counter, counter, gauge};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, ClientContext, Message as _, Offset, TopicPartitionList};
+use rdkafka::producer::FutureProducer;
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientConfig, ClientContext};
 use serde::Deserialize;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
 
-use super::common::Watermark;
+use self::dead_letters::KafkaDeadLetters;
+use self::partition::{Partition, Released, Shared, Tp};
+use self::poll::{HANDOFF, Item, Poller};
+use self::read::Reader;
 use super::{
-    Acker, DeadLetter, DeadLetterTarget, Delivery, FieldError, Message, Received, Revocation,
-    Source, SourceConfig, SourceContext, SourceError,
+    Acker, DeadLetterTarget, Delivery, FieldError, Received, Source, SourceConfig, SourceContext,
+    SourceError,
 };
 use crate::formats::Format;
+use crate::telemetry::{KAFKA_COMMITS, KAFKA_LAG, KAFKA_PAUSED, KAFKA_REBALANCES};
 
 /// How messages of one partition may run at once.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -96,6 +123,9 @@ pub struct KafkaSourceConfig {
     pub dead_letter_topic: Option<String>,
     /// How often settled offsets are committed. Default 1000.
     pub commit_interval_ms: Option<u64>,
+    /// How long the jobs of revoked partitions get to settle before they
+    /// are revoked. Default 5000.
+    pub rebalance_grace_ms: Option<u64>,
     /// librdkafka properties, over sluice's defaults
     /// (`session.timeout.ms`, `queued.max.messages.kbytes`, `security.protocol`...).
     #[serde(default)]
@@ -166,162 +196,123 @@ impl SourceConfig for KafkaSourceConfig {
     }
 }
 
-/// One assigned partition's progress.
-#[derive(Debug)]
-struct Partition {
-    /// Offsets handed out and not settled; `None` until the first message.
-    marks: Mutex<Option<Watermark>>,
-    /// The last offset committed (the next to read).
-    committed: Mutex<Option<i64>>,
-    /// Cancelled when the partition is revoked.
-    revoked: Revocation,
+/// The source's metrics, labelled with its pipeline.
+struct Metrics {
+    pipeline: String,
+    commits_ok: Counter,
+    commits_failed: Counter,
+    assigns: Counter,
+    revokes: Counter,
 }
 
-impl Partition {
-    fn new() -> Partition {
-        Partition {
-            marks: Mutex::new(None),
-            committed: Mutex::new(None),
-            revoked: Revocation::new(),
+impl Metrics {
+    fn new(pipeline: &str) -> Metrics {
+        let p = pipeline.to_owned();
+        Metrics {
+            commits_ok: counter!(KAFKA_COMMITS, "pipeline" => p.clone(), "result" => "ok"),
+            commits_failed: counter!(KAFKA_COMMITS, "pipeline" => p.clone(), "result" => "failed"),
+            assigns: counter!(KAFKA_REBALANCES, "pipeline" => p.clone(), "kind" => "assign"),
+            revokes: counter!(KAFKA_REBALANCES, "pipeline" => p.clone(), "kind" => "revoke"),
+            pipeline: p,
         }
     }
 
-    /// The offset to commit, when it moved past the last commit.
-    fn to_commit(&self) -> Option<i64> {
-        let low = self
-            .marks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()?
-            .low() as i64;
-        let committed = *self.committed.lock().unwrap_or_else(|p| p.into_inner());
-        (committed.is_none_or(|c| low > c)).then_some(low)
-    }
-
-    fn committed(&self, offset: i64) {
-        let mut c = self.committed.lock().unwrap_or_else(|p| p.into_inner());
-        *c = Some(c.map_or(offset, |c| c.max(offset)));
-    }
-
-    fn settled(&self, offset: i64) {
-        if let Some(w) = self
-            .marks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_mut()
-        {
-            w.settled(offset as u64);
-        }
+    fn lag(&self, (topic, partition): &Tp, lag: i64) {
+        gauge!(KAFKA_LAG, "pipeline" => self.pipeline.clone(), "topic" => topic.clone(), "partition" => partition.to_string())
+            .set(lag as f64);
     }
 }
 
-type Tp = (String, i32);
-
-/// What the source, its ackers, the commit task and the rebalance
-/// callbacks share.
-#[derive(Debug, Default)]
-struct Shared {
-    partitions: Mutex<HashMap<Tp, Arc<Partition>>>,
-    /// Messages handed back while running, to deliver again first.
-    released: Mutex<VecDeque<Released>>,
-    wake: Notify,
-}
-
-impl Shared {
-    fn partition(&self, tp: &Tp) -> Arc<Partition> {
-        self.partitions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(tp.clone())
-            .or_insert_with(|| Arc::new(Partition::new()))
-            .clone()
-    }
-
-    /// The offsets to commit: of every partition, or of `only`.
-    fn commits(&self, only: Option<&[Tp]>) -> (TopicPartitionList, Vec<(Arc<Partition>, i64)>) {
-        let parts = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
-        let mut tpl = TopicPartitionList::new();
-        let mut done = Vec::new();
-        for (tp, part) in parts.iter() {
-            if only.is_some_and(|o| !o.contains(tp)) {
-                continue;
-            }
-            if let Some(offset) = part.to_commit() {
-                let _ = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(offset));
-                done.push((part.clone(), offset));
-            }
-        }
-        (tpl, done)
-    }
-}
-
-/// A message handed back while the source runs.
-#[derive(Debug)]
-struct Released {
-    message: Message,
-    partition: Arc<Partition>,
-    offset: i64,
-}
-
-/// librdkafka's callbacks: revocations commit what is settled and revoke
-/// the rest.
+/// librdkafka's callbacks: revocations let running jobs finish, commit
+/// what is settled and revoke the rest; statistics give the lag.
 struct Callbacks {
     shared: Arc<Shared>,
-    pipeline: String,
+    metrics: Metrics,
+    grace: Duration,
 }
 
-impl ClientContext for Callbacks {}
+impl ClientContext for Callbacks {
+    fn stats(&self, stats: Statistics) {
+        for (topic, t) in &stats.topics {
+            for (id, p) in &t.partitions {
+                // -1 is librdkafka's internal "unassigned" partition; a lag
+                // of -1 means unknown (not assigned, or nothing committed).
+                if *id >= 0 && p.consumer_lag >= 0 {
+                    self.metrics.lag(&(topic.clone(), *id), p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl Callbacks {
+    /// Stops handing out the revoked partitions' messages and waits for
+    /// their running jobs, up to the grace. Runs on the thread polling
+    /// librdkafka (the poll task's, or the one closing the consumer), which
+    /// is blocked meanwhile. True when none is left running.
+    fn drain(&self, revoked: &[Tp]) -> bool {
+        if self.shared.stop_handing_out(revoked) {
+            return true;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| h.block_on(self.shared.drained(revoked, self.grace)))
+            }
+            // No other thread could run the jobs meanwhile.
+            _ => false,
+        }
+    }
+}
 
 impl ConsumerContext for Callbacks {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(tpl) = rebalance else {
             return;
         };
+        self.metrics.revokes.increment(1);
         let revoked: Vec<Tp> = tpl
             .elements()
             .iter()
             .map(|e| (e.topic().to_owned(), e.partition()))
             .collect();
+        let drained = self.drain(&revoked);
         let (commit, done) = self.shared.commits(Some(&revoked));
         if commit.count() > 0 {
-            // Blocking, on the thread polling the consumer (a tokio worker):
-            // rebalances are rare, and the partitions must be committed
-            // before the next owner starts reading them.
+            // Blocking: the partitions must be committed before the next
+            // owner starts reading them.
             match consumer.commit(&commit, CommitMode::Sync) {
-                Ok(()) => done.iter().for_each(|(p, o)| p.committed(*o)),
+                Ok(()) => {
+                    self.metrics.commits_ok.increment(1);
+                    done.iter().for_each(|(p, o)| p.committed(*o));
+                }
                 Err(e) => {
-                    tracing::warn!(pipeline = %self.pipeline, error = %e, "committing the revoked partitions failed; their new owner may run some settled events again")
+                    self.metrics.commits_failed.increment(1);
+                    tracing::warn!(pipeline = %self.metrics.pipeline, error = %e, "committing the revoked partitions failed; their new owner may run some settled events again")
                 }
             }
         }
         drop(commit);
-        let mut parts = self
-            .shared
-            .partitions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        self.shared.revoke(&revoked);
         for tp in &revoked {
-            if let Some(p) = parts.remove(tp) {
-                p.revoked.cancel();
-            }
+            // Reported by the partition's new owner from now on.
+            self.metrics.lag(tp, 0);
         }
-        drop(parts);
-        self.shared
-            .released
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|r| !r.partition.revoked.is_cancelled());
-        tracing::info!(pipeline = %self.pipeline, partitions = ?revoked, "partitions revoked");
+        if drained {
+            tracing::info!(pipeline = %self.metrics.pipeline, partitions = ?revoked, "partitions revoked");
+        } else {
+            tracing::warn!(pipeline = %self.metrics.pipeline, partitions = ?revoked, grace_ms = self.grace.as_millis() as u64, "partitions revoked with jobs still running after the grace; their new owner runs them again");
+        }
     }
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
+            self.metrics.assigns.increment(1);
             let assigned: Vec<Tp> = tpl
                 .elements()
                 .iter()
                 .map(|e| (e.topic().to_owned(), e.partition()))
                 .collect();
-            tracing::info!(pipeline = %self.pipeline, partitions = ?assigned, "partitions assigned");
+            tracing::info!(pipeline = %self.metrics.pipeline, partitions = ?assigned, "partitions assigned");
         }
     }
 }
@@ -330,11 +321,12 @@ impl ConsumerContext for Callbacks {
 pub struct KafkaSource {
     consumer: Arc<StreamConsumer<Callbacks>>,
     shared: Arc<Shared>,
-    ordering: Ordering,
-    max_body: u64,
+    messages: mpsc::Receiver<Item>,
+    taken: Arc<Notify>,
+    poller: Option<tokio::task::JoinHandle<()>>,
     dead_letters: Arc<KafkaDeadLetters>,
     committer: Option<tokio::task::JoinHandle<()>>,
-    stop_committer: Arc<Notify>,
+    stop: CancellationToken,
     pipeline: String,
     /// `brokers …, group …`, for errors.
     describe: String,
@@ -350,7 +342,7 @@ impl std::fmt::Debug for KafkaSource {
 
 impl KafkaSource {
     /// Joins the group and subscribes; must be called inside a tokio
-    /// runtime (the commit task).
+    /// runtime (the poll and commit tasks).
     pub fn open(cfg: &KafkaSourceConfig, cx: &SourceContext) -> Result<KafkaSource, SourceError> {
         cfg.check()
             .map_err(|e| SourceError::fatal(format!("kafka source: {e}")))?;
@@ -364,6 +356,8 @@ impl KafkaSource {
             // Bounded prefetch: at most this many KiB queued for the consumer.
             .set("queued.max.messages.kbytes", "8192")
             .set("fetch.wait.max.ms", "50")
+            // The lag metric.
+            .set("statistics.interval.ms", "5000")
             .set("client.id", format!("sluice-{}", cx.pipeline));
         for (k, v) in &cfg.options {
             client.set(k, v);
@@ -372,7 +366,8 @@ impl KafkaSource {
         let consumer: StreamConsumer<Callbacks> = client
             .create_with_context(Callbacks {
                 shared: shared.clone(),
-                pipeline: cx.pipeline.clone(),
+                metrics: Metrics::new(&cx.pipeline),
+                grace: Duration::from_millis(cfg.rebalance_grace_ms.unwrap_or(5000)),
             })
             .map_err(|e| {
                 SourceError::fatal(format!("creating the Kafka consumer failed: {e}"))
@@ -398,140 +393,119 @@ impl KafkaSource {
                 .with_source(e)
         })?;
         let consumer = Arc::new(consumer);
-        let stop_committer = Arc::new(Notify::new());
+        let stop = CancellationToken::new();
+        let (tx, messages) = mpsc::channel(HANDOFF);
+        let taken = Arc::new(Notify::new());
+        let poller = tokio::spawn(
+            Poller {
+                consumer: consumer.clone(),
+                reader: Reader {
+                    ordering: cfg.ordering,
+                    max_body: cx.max_body_bytes,
+                    shared: shared.clone(),
+                },
+                tx,
+                taken: taken.clone(),
+                stop: stop.clone(),
+                pipeline: cx.pipeline.clone(),
+                paused: gauge!(KAFKA_PAUSED, "pipeline" => cx.pipeline.clone()),
+            }
+            .run(),
+        );
         let committer = tokio::spawn(commit_loop(
             consumer.clone(),
             shared.clone(),
             Duration::from_millis(cfg.commit_interval_ms.unwrap_or(1000)),
-            stop_committer.clone(),
-            cx.pipeline.clone(),
+            stop.clone(),
         ));
         Ok(KafkaSource {
             consumer,
             shared,
-            ordering: cfg.ordering,
-            max_body: cx.max_body_bytes,
+            messages,
+            taken,
+            poller: Some(poller),
             dead_letters: Arc::new(KafkaDeadLetters {
                 producer,
                 topic: cfg.dead_letter_topic.clone().unwrap_or_default(),
             }),
             committer: Some(committer),
-            stop_committer,
+            stop,
             pipeline: cx.pipeline.clone(),
             describe: format!("brokers {}, group {}", cfg.brokers, cfg.group_id),
         })
     }
 
-    fn convert(&self, m: &BorrowedMessage<'_>) -> (Message, Arc<Partition>, i64) {
-        let (topic, partition, offset) = (m.topic().to_owned(), m.partition(), m.offset());
-        let payload = m.payload().unwrap_or_default();
-        let mut attributes = BTreeMap::new();
-        if let Some(h) = m.headers() {
-            for Header { key, value } in h.iter() {
-                let v = value.map(String::from_utf8_lossy).unwrap_or_default();
-                attributes.insert(key.to_owned(), v.into_owned());
-            }
-        }
-        let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
-        attributes.insert("kafka.topic".into(), topic.clone());
-        attributes.insert("kafka.partition".into(), partition.to_string());
-        attributes.insert("kafka.offset".into(), offset.to_string());
-        if let Some(k) = &key {
-            attributes.insert("kafka.key".into(), k.clone());
-        }
-        if let Some(ts) = m.timestamp().to_millis() {
-            attributes.insert("kafka.timestamp".into(), ts.to_string());
-        }
-        let ordering_key = match self.ordering {
-            Ordering::None => None,
-            // One key's events are in one partition (the default
-            // partitioner), in offset order.
-            Ordering::Key => key,
-            Ordering::Partition => Some(format!("{topic}/{partition}")),
-        };
-        let len = payload.len() as u64;
-        let message = Message {
-            id: format!("{topic}/{partition}/{offset}"),
-            // Kept whole even when over the limit: the dead letter gets
-            // the whole event (the broker bounds its size).
-            body: Bytes::copy_from_slice(payload),
-            attributes,
-            attempt: 1,
-            oversize: (len > self.max_body).then_some(len),
-            key: ordering_key,
-        };
-        let part = self.shared.partition(&(topic, partition));
-        {
-            let mut marks = part.marks.lock().unwrap_or_else(|p| p.into_inner());
-            marks
-                .get_or_insert_with(|| Watermark::new(offset as u64))
-                .received([offset as u64], offset as u64 + 1);
-        }
-        (message, part, offset)
-    }
-
-    fn deliver(&self, message: Message, partition: Arc<Partition>, offset: i64) -> Delivery {
-        let revocation = partition.revoked.clone();
+    fn deliver(&self, r: Released) -> Delivery {
+        let revocation = r.partition.revoked.clone();
+        r.partition.handed_out();
         let mut d = Delivery::new(
-            message.clone(),
+            r.message.clone(),
             Box::new(KafkaAcker {
                 shared: self.shared.clone(),
-                partition,
-                offset,
-                message: Some(message),
+                partition: r.partition,
+                offset: r.offset,
+                message: Some(r.message),
             }),
         );
         d.revocation = Some(revocation);
         d
     }
 
+    fn receive_error(&self, e: rdkafka::error::KafkaError) -> SourceError {
+        SourceError::transient(format!(
+            "receiving from Kafka ({}) failed: {e}; check `brokers` and the \
+             `security.*`/`sasl.*` options",
+            self.describe
+        ))
+        .with_source(e)
+    }
+
     async fn next(&mut self, max: usize) -> Result<Received, SourceError> {
         loop {
-            let mut out = Vec::new();
+            let mut out: Vec<Released> = Vec::new();
             {
-                let mut released = self
-                    .shared
-                    .released
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
+                let mut released = self.shared.released();
                 while out.len() < max {
                     let Some(r) = released.pop_front() else { break };
-                    if !r.partition.revoked.is_cancelled() {
-                        out.push((r.message, r.partition, r.offset));
+                    if r.partition.is_live() {
+                        out.push(r);
                     }
                 }
             }
             if out.is_empty() {
-                let notified = self.shared.wake.notified();
-                let first = tokio::select! {
-                    m = self.consumer.recv() => m.map_err(|e| {
-                        SourceError::transient(format!(
-                            "receiving from Kafka ({}) failed: {e}; check `brokers` and the \
-                             `security.*`/`sasl.*` options",
-                            self.describe
-                        ))
-                        .with_source(e)
-                    })?,
-                    () = notified => continue,
-                };
-                out.push(self.convert(&first));
-                drop(first);
-                // More, without waiting, up to `max`.
-                while out.len() < max {
-                    match self.consumer.recv().now_or_never() {
-                        Some(Ok(m)) => out.push(self.convert(&m)),
-                        Some(Err(e)) => {
-                            tracing::warn!(pipeline = %self.pipeline, error = %e, "Kafka receive error");
-                            break;
+                let mut items = Vec::new();
+                let woken = self.shared.wake.notified();
+                tokio::select! {
+                    n = self.messages.recv_many(&mut items, max) => if n == 0 {
+                        return Err(SourceError::fatal(format!(
+                            "the Kafka poll task ({}) ended", self.describe
+                        )));
+                    },
+                    () = woken => continue,
+                }
+                self.taken.notify_one();
+                let mut items = items.into_iter();
+                for item in items.by_ref() {
+                    match item {
+                        Ok(r) if r.partition.is_live() => out.push(r),
+                        // Revoked, or being revoked: the next owner reads it.
+                        Ok(_) => {}
+                        Err(e) if out.is_empty() => {
+                            // Put back what came after it for the next call.
+                            let rest: Vec<Released> = items.filter_map(Result::ok).collect();
+                            self.shared.released().extend(rest);
+                            return Err(self.receive_error(e));
                         }
-                        None => break,
+                        Err(e) => {
+                            tracing::warn!(pipeline = %self.pipeline, error = %e, "Kafka receive error")
+                        }
                     }
                 }
+                if out.is_empty() {
+                    continue;
+                }
             }
-            let deliveries = out
-                .into_iter()
-                .map(|(m, p, o)| self.deliver(m, p, o))
-                .collect();
+            let deliveries = out.into_iter().map(|r| self.deliver(r)).collect();
             return Ok(Received::Deliveries(deliveries));
         }
     }
@@ -552,13 +526,15 @@ async fn commit_settled(
         return Ok(());
     }
     let consumer = consumer.clone();
+    let metrics = consumer.clone();
     let commit = tokio::task::spawn_blocking(move || {
         let r = consumer.commit(&tpl, CommitMode::Sync);
         // librdkafka's lists go before the consumer does.
         drop(tpl);
         r
     });
-    match tokio::time::timeout(COMMIT_TIMEOUT, commit).await {
+    let metrics = &metrics.context().metrics;
+    let r = match tokio::time::timeout(COMMIT_TIMEOUT, commit).await {
         Ok(Ok(Ok(()))) => {
             done.iter().for_each(|(p, o)| p.committed(*o));
             Ok(())
@@ -566,24 +542,29 @@ async fn commit_settled(
         Ok(Ok(Err(e))) => Err(e.to_string()),
         Ok(Err(e)) => Err(format!("the commit panicked: {e}")),
         Err(_) => Err(format!("no answer within {COMMIT_TIMEOUT:?}")),
+    };
+    match &r {
+        Ok(()) => metrics.commits_ok.increment(1),
+        Err(_) => metrics.commits_failed.increment(1),
     }
+    r
 }
 
 async fn commit_loop(
     consumer: Arc<StreamConsumer<Callbacks>>,
     shared: Arc<Shared>,
     every: Duration,
-    stop: Arc<Notify>,
-    pipeline: String,
+    stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            () = stop.notified() => return,
+            () = stop.cancelled() => return,
         }
         if let Err(e) = commit_settled(&consumer, &shared).await {
+            let pipeline = &consumer.context().metrics.pipeline;
             tracing::warn!(pipeline = %pipeline, error = %e, "committing offsets failed; the next commit tries again");
         }
     }
@@ -596,9 +577,12 @@ impl Source for KafkaSource {
 
     fn close(&mut self) -> BoxFuture<'_, Result<(), SourceError>> {
         Box::pin(async move {
-            self.stop_committer.notify_one();
-            if let Some(h) = self.committer.take() {
-                let _ = h.await;
+            self.stop.cancel();
+            for task in [self.poller.take(), self.committer.take()]
+                .into_iter()
+                .flatten()
+            {
+                let _ = task.await;
             }
             let result = commit_settled(&self.consumer, &self.shared)
                 .await
@@ -625,7 +609,14 @@ struct KafkaAcker {
     partition: Arc<Partition>,
     offset: i64,
     /// Kept to hand back on a release.
-    message: Option<Message>,
+    message: Option<crate::sources::Message>,
+}
+
+impl Drop for KafkaAcker {
+    /// Settled, released, or let go (revoked): the runtime holds it no more.
+    fn drop(&mut self) {
+        self.partition.returned();
+    }
 }
 
 impl Acker for KafkaAcker {
@@ -644,83 +635,16 @@ impl Acker for KafkaAcker {
         // Its offset stays unsettled, so no commit passes it; while the
         // source runs it is delivered again from here.
         if let Some(message) = self.message.take() {
-            if !self.partition.revoked.is_cancelled() {
-                self.shared
-                    .released
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push_back(Released {
-                        message,
-                        partition: self.partition.clone(),
-                        offset: self.offset,
-                    });
+            if self.partition.is_live() {
+                self.shared.released().push_back(Released {
+                    message,
+                    partition: self.partition.clone(),
+                    offset: self.offset,
+                });
                 self.shared.wake.notify_one();
             }
         }
         Box::pin(std::future::ready(Ok(())))
-    }
-}
-
-/// The dead-letter topic.
-struct KafkaDeadLetters {
-    producer: FutureProducer,
-    topic: String,
-}
-
-impl DeadLetterTarget for KafkaDeadLetters {
-    fn store<'a>(&'a self, letter: DeadLetter<'a>) -> BoxFuture<'a, Result<(), SourceError>> {
-        Box::pin(async move {
-            let m = letter.message;
-            let attempts = letter.attempts.to_string();
-            let attr = |k: &str| m.attributes.get(k).map(String::as_str).unwrap_or("");
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: "sluice_dead_letter_reason",
-                    value: Some(letter.reason),
-                })
-                .insert(Header {
-                    key: "sluice_pipeline",
-                    value: Some(letter.pipeline),
-                })
-                .insert(Header {
-                    key: "sluice_attempts",
-                    value: Some(attempts.as_str()),
-                })
-                .insert(Header {
-                    key: "sluice_topic",
-                    value: Some(attr("kafka.topic")),
-                })
-                .insert(Header {
-                    key: "sluice_partition",
-                    value: Some(attr("kafka.partition")),
-                })
-                .insert(Header {
-                    key: "sluice_offset",
-                    value: Some(attr("kafka.offset")),
-                });
-            let key = m.attributes.get("kafka.key");
-            let mut record = FutureRecord::to(&self.topic)
-                .payload(m.body.as_ref())
-                .headers(headers);
-            if let Some(k) = key {
-                record = record.key(k.as_str());
-            }
-            self.producer
-                .send(record, Duration::from_secs(30))
-                .await
-                .map(|_| ())
-                .map_err(|(e, _)| {
-                    SourceError::transient(format!(
-                        "sending the dead letter to topic `{}` failed: {e}",
-                        self.topic
-                    ))
-                    .with_source(e)
-                })
-        })
-    }
-
-    fn name(&self) -> String {
-        format!("kafka topic {}", self.topic)
     }
 }
 
@@ -756,31 +680,5 @@ mod tests {
         let mut c = config();
         c.topics.clear();
         assert_eq!(c.check().unwrap_err().field, "topics");
-    }
-
-    #[test]
-    fn commits_only_below_what_is_settled() {
-        let p = Partition::new();
-        assert_eq!(p.to_commit(), None, "nothing received yet");
-        *p.marks.lock().unwrap() = Some(Watermark::new(5));
-        p.marks
-            .lock()
-            .unwrap()
-            .as_mut()
-            .unwrap()
-            .received([5, 6, 7], 8);
-        p.settled(6);
-        p.settled(7);
-        assert_eq!(
-            p.to_commit(),
-            Some(5),
-            "5 still runs: commit nothing past it"
-        );
-        p.committed(5);
-        assert_eq!(p.to_commit(), None);
-        p.settled(5);
-        assert_eq!(p.to_commit(), Some(8));
-        p.committed(8);
-        assert_eq!(p.to_commit(), None, "committed already");
     }
 }

@@ -441,6 +441,7 @@ impl SqsSource {
                 attempt,
                 oversize,
                 key: if self.fifo { group } else { None },
+                fields: Default::default(),
             },
             Box::new(SqsAcker {
                 shared: self.shared.clone(),
