@@ -2,7 +2,8 @@
 //! Kafka-protocol broker `scripts/kafka` starts (tansu on 127.0.0.1:9092;
 //! `SLUICE_KAFKA_BROKERS` names another): two processes sharing a group,
 //! `kill -9` and SIGTERM each followed by a restart, malformed records,
-//! and per-key order under retries.
+//! per-key order under retries, and a destination outage longer than any
+//! job's retries could last.
 //!
 //! Each test has its own 6-partition topic, dead-letter topic and consumer
 //! group, a test receiver, and its configs in a temporary directory that
@@ -837,6 +838,113 @@ async fn key_ordering_holds_under_retries() {
     println!(
         "key order: {} requests, {refused} refused and retried; {:?}",
         requests.len(),
+        began.elapsed()
+    );
+}
+
+/// The destination is down (every request 503) for longer than any job's
+/// retries last (3 attempts, ≤ 50 ms apart) and longer than
+/// `max.poll.interval.ms`: after `pause_after_failures` failed attempts in
+/// a row the pipeline stops taking messages ("pausing intake", the Kafka
+/// source's "partitions paused"), holds its retries and probes one attempt
+/// at a time; once the destination answers again it resumes ("resuming
+/// intake", "partitions resumed") and delivers every event. Nothing is
+/// dead-lettered, and the paused consumer stays in its group (no
+/// revocation).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destination_outage_pauses_intake_and_nothing_is_dead_lettered() {
+    const EVENTS: u64 = 300;
+    const CONCURRENCY: usize = 10;
+    // Longer than max.poll.interval.ms (7 s): a paused consumer must still
+    // be polled, or librdkafka leaves the group.
+    const OUTAGE: Duration = Duration::from_secs(8);
+    let began = Instant::now();
+    let healthy = ReceiverConfig {
+        latency: (ms(1), ms(3)),
+        ..ReceiverConfig::default()
+    };
+    let mut t = Trial::new(ReceiverConfig {
+        error_rate: 1.0,
+        error_status: 503,
+        ..healthy.clone()
+    })
+    .await;
+    let placed = produce(&t.topic, &numbered(0..EVENTS)).await;
+    let config = t.config(
+        "a",
+        &Pipeline {
+            concurrency: CONCURRENCY,
+            retry: "max_attempts = 3\nbackoff = { initial_ms = 20, max_ms = 50 }\n\
+                    pause_after_failures = 5",
+            ..Pipeline::default()
+        },
+    );
+    let mut run = t.start(&config);
+
+    run.wait_for_log("pausing intake", WAIT).await;
+    let paused = Instant::now();
+    let at_pause = t.rx.total();
+    run.wait_for_log("partitions paused", WAIT).await;
+    // The outage goes on, with probes coming (a scenario, not a wait for
+    // something to happen by then).
+    wait_until(
+        "the outage to last and probes to come",
+        WAIT,
+        || paused.elapsed() >= OUTAGE && t.rx.total() >= at_pause + 2,
+        || {
+            format!(
+                "{} requests since the pause\n{}",
+                t.rx.total() - at_pause,
+                logs(&[&run])
+            )
+        },
+    )
+    .await;
+    let during = t.rx.total() - at_pause;
+    assert_eq!(run.exited(), None, "sluice exited\n{}", logs(&[&run]));
+    let burnt = t.dead_letters().await;
+    assert!(
+        burnt.is_empty(),
+        "{} events dead-lettered during the outage\n{}",
+        burnt.len(),
+        logs(&[&run])
+    );
+    t.rx.set_config(healthy);
+    let recovered = Instant::now();
+
+    t.wait_for_every_event(EVENTS, &[&run]).await;
+    let resumed_after = recovered.elapsed();
+    run.wait_for_log("resuming intake", WAIT).await;
+    run.wait_for_log("partitions resumed", WAIT).await;
+    t.wait_committed(&ends(&placed), &[&run]).await;
+    let log = run.log();
+    let code = stop(&mut run).await;
+    assert_eq!(code, Some(0), "nothing dead-lettered\n{}", logs(&[&run]));
+    let letters = t.dead_letters().await;
+    assert!(
+        letters.is_empty(),
+        "{} events dead-lettered: {:?}",
+        letters.len(),
+        letters
+            .iter()
+            .map(|l| l.headers.get("sluice_dead_letter_reason"))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        !log.contains("partitions revoked"),
+        "the paused consumer left its group\n{}",
+        logs(&[&run])
+    );
+    // Those in flight when it opened, then one probe at a time at a
+    // growing interval.
+    assert!(
+        during <= CONCURRENCY as u64 + 8,
+        "{during} requests in the {OUTAGE:?} after the pause: not one probe at a time"
+    );
+    println!(
+        "outage: {during} requests while paused for {:?}; all delivered {resumed_after:?} \
+         after recovery; {:?}",
+        recovered - paused,
         began.elapsed()
     );
 }
