@@ -24,59 +24,17 @@
 //! not up to `fetch_watermarks`: tansu's high watermark read 1 after three
 //! dead letters produced at once, all three of which a reader then gets.
 
+mod common;
 mod conformance;
 
-use std::time::Duration;
-
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
+use common::kafka::{
+    FAST_GROUP_OPTIONS, Record, brokers, committed, create_topic, produce, read_all, unique,
+};
 use sluice::SourceContext;
 use sluice::sources::Source;
 use sluice::sources::kafka::{KafkaSource, KafkaSourceConfig, Ordering};
 
 const PARTITIONS: i32 = 3;
-const WAIT: Duration = Duration::from_secs(30);
-
-fn brokers() -> String {
-    std::env::var("SLUICE_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
-}
-
-fn unique(prefix: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{prefix}-{}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Relaxed),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
-    )
-}
-
-async fn create_topic(name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .expect("an admin client");
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    let out = admin
-        .create_topics([&topic], &AdminOptions::new().operation_timeout(Some(WAIT)))
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "creating topic {name} on {} failed: {e} (is the broker up? run scripts/kafka)",
-                brokers()
-            )
-        });
-    for r in out {
-        r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
-    }
-}
 
 struct KafkaHarness {
     topic: String,
@@ -97,17 +55,13 @@ impl KafkaHarness {
     }
 
     fn config(&self) -> KafkaSourceConfig {
-        let mut options = std::collections::BTreeMap::new();
-        // A consumer that vanished is noticed in seconds (librdkafka's
-        // default is 45 s).
-        options.insert("session.timeout.ms".to_owned(), "6000".to_owned());
-        options.insert("heartbeat.interval.ms".to_owned(), "500".to_owned());
-        options.insert("max.poll.interval.ms".to_owned(), "7000".to_owned());
-        // tansu answers the classic protocol's range assignment best.
-        options.insert(
-            "partition.assignment.strategy".to_owned(),
-            "range".to_owned(),
-        );
+        // Among them `max.poll.interval.ms = 7000`: a member nobody polls
+        // leaves the group, as a dead process's member would be timed out
+        // (see the module docs).
+        let options: std::collections::BTreeMap<String, String> = FAST_GROUP_OPTIONS
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         KafkaSourceConfig {
             brokers: brokers(),
             topics: vec![self.topic.clone()],
@@ -129,26 +83,17 @@ impl conformance::Harness for KafkaHarness {
         self.group = unique("conformance-group");
         create_topic(&self.topic, PARTITIONS).await;
         create_topic(&self.dlq, 1).await;
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", brokers())
-            .set("message.timeout.ms", "30000")
-            .create()
-            .expect("a producer");
-        self.seeded.clear();
-        for (i, (body, key)) in msgs.iter().enumerate() {
-            let mut record = FutureRecord::to(&self.topic).payload(body.as_str());
-            // Without a key, spread the messages over the partitions.
-            let partition = (i as i32) % PARTITIONS;
-            record = match key {
-                Some(k) => record.key(k.as_str()),
-                None => record.partition(partition),
-            };
-            let delivered = producer
-                .send(record, WAIT)
-                .await
-                .unwrap_or_else(|(e, _)| panic!("producing to {}: {e}", self.topic));
-            self.seeded.push((delivered.partition, delivered.offset));
-        }
+        let records: Vec<Record> = msgs
+            .iter()
+            .enumerate()
+            .map(|(i, (body, key))| Record {
+                key: key.clone(),
+                // Without a key, spread the messages over the partitions.
+                partition: key.is_none().then_some(i as i32 % PARTITIONS),
+                payload: body.clone().into_bytes(),
+            })
+            .collect();
+        self.seeded = produce(&self.topic, &records).await;
     }
 
     async fn open(&self, concurrency: usize) -> Box<dyn Source> {
@@ -157,37 +102,10 @@ impl conformance::Harness for KafkaHarness {
     }
 
     async fn unsettled(&self) -> usize {
-        let (group, topic, brokers) = (self.group.clone(), self.topic.clone(), brokers());
-        let committed: Vec<i64> = tokio::task::spawn_blocking(move || {
-            let consumer: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", brokers)
-                .set("group.id", group)
-                .create()
-                .expect("a consumer");
-            let mut tpl = TopicPartitionList::new();
-            for p in 0..PARTITIONS {
-                tpl.add_partition(&topic, p);
-            }
-            let out = consumer
-                .committed_offsets(tpl, WAIT)
-                .expect("the committed offsets");
-            let offsets = (0..PARTITIONS)
-                .map(
-                    |p| match out.find_partition(&topic, p).map(|e| e.offset()) {
-                        Some(Offset::Offset(o)) => o,
-                        _ => 0,
-                    },
-                )
-                .collect();
-            // librdkafka's lists go before the consumer does.
-            drop(out);
-            offsets
-        })
-        .await
-        .unwrap();
+        let committed = committed(&self.group, &self.topic, PARTITIONS).await;
         self.seeded
             .iter()
-            .filter(|(p, o)| *o >= committed[*p as usize])
+            .filter(|(p, o)| committed[*p as usize].is_none_or(|c| *o >= c))
             .count()
     }
 
@@ -204,38 +122,11 @@ impl conformance::Harness for KafkaHarness {
     }
 
     async fn dead_letters(&self) -> Vec<String> {
-        let (dlq, brokers) = (self.dlq.clone(), brokers());
-        tokio::task::spawn_blocking(move || {
-            let consumer: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", brokers)
-                .set("group.id", unique("dlq-reader"))
-                .set("enable.auto.commit", "false")
-                // Reading ends at the partition's end, as the broker says.
-                .set("enable.partition.eof", "true")
-                .create()
-                .expect("a consumer");
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&dlq, 0, Offset::Beginning)
-                .unwrap();
-            consumer.assign(&tpl).unwrap();
-            drop(tpl);
-            let mut bodies = Vec::new();
-            let started = std::time::Instant::now();
-            loop {
-                assert!(started.elapsed() < WAIT, "reading {dlq} timed out");
-                match consumer.poll(Duration::from_millis(200)) {
-                    Some(Ok(m)) => bodies.push(
-                        String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
-                    ),
-                    Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
-                    Some(Err(e)) => panic!("reading {dlq}: {e}"),
-                    None => {}
-                }
-            }
-            bodies
-        })
-        .await
-        .unwrap()
+        read_all(&self.dlq, 1)
+            .await
+            .into_iter()
+            .map(|r| String::from_utf8_lossy(&r.payload).into_owned())
+            .collect()
     }
 }
 

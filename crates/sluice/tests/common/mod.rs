@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 pub mod aws;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod process;
 
 use std::path::{Path, PathBuf};

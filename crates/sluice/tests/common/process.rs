@@ -62,6 +62,39 @@ impl Running {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
+    /// Waits until the log has a line containing `needle`; fails the test
+    /// after `bound`, or when the process exits first.
+    pub async fn wait_for_log(&mut self, needle: &str, bound: Duration) -> String {
+        let started = Instant::now();
+        loop {
+            if let Some(line) = self.log().lines().find(|l| l.contains(needle)) {
+                return line.to_owned();
+            }
+            if let Some(status) = self.exited() {
+                // It may have written the line just before exiting.
+                if let Some(line) = self.log().lines().find(|l| l.contains(needle)) {
+                    return line.to_owned();
+                }
+                panic!(
+                    "sluice exited ({status}) before logging {needle:?}; its log:\n{}",
+                    self.log()
+                );
+            }
+            if started.elapsed() > bound {
+                panic!(
+                    "sluice did not log {needle:?} within {bound:?}; its log:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits for the process to exit; fails the test after `bound`.
     pub async fn wait(&mut self, bound: Duration) -> ExitStatus {
         let started = Instant::now();
