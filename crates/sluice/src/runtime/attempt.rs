@@ -147,6 +147,8 @@ pub(super) async fn run(
                     // Waiting for the breaker is like waiting to retry: a
                     // stop releases the message.
                     let ticket = tokio::select! {
+                        // An open breaker only: a job that may run, runs.
+                        biased;
                         t = ctx.breaker.admit() => t,
                         _ = ctx.stopping.cancelled() => return Ended::Stopped,
                     };
