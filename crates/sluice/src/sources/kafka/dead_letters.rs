@@ -20,14 +20,20 @@ impl DeadLetterTarget for KafkaDeadLetters {
         Box::pin(async move {
             let m = letter.message;
             let attempts = letter.attempts.to_string();
-            let attr = |k: &str| m.attributes.get(k).map(String::as_str).unwrap_or("");
+            // Where it came from: the source's fields (`read.rs`).
+            let field = |k: &str| match m.fields.get(k) {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(serde_json::Value::Number(n)) => n.to_string(),
+                _ => String::new(),
+            };
+            let (topic, partition, offset) = (field("topic"), field("partition"), field("offset"));
             let headers = [
                 ("sluice_dead_letter_reason", letter.reason),
                 ("sluice_pipeline", letter.pipeline),
                 ("sluice_attempts", attempts.as_str()),
-                ("sluice_topic", attr("kafka.topic")),
-                ("sluice_partition", attr("kafka.partition")),
-                ("sluice_offset", attr("kafka.offset")),
+                ("sluice_topic", topic.as_str()),
+                ("sluice_partition", partition.as_str()),
+                ("sluice_offset", offset.as_str()),
             ]
             .into_iter()
             .fold(OwnedHeaders::new(), |h, (key, value)| {
@@ -39,7 +45,7 @@ impl DeadLetterTarget for KafkaDeadLetters {
             let mut record = FutureRecord::to(&self.topic)
                 .payload(m.body.as_ref())
                 .headers(headers);
-            if let Some(k) = m.attributes.get("kafka.key") {
+            if let Some(serde_json::Value::String(k)) = m.fields.get("key") {
                 record = record.key(k.as_str());
             }
             self.producer

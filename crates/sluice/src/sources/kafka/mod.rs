@@ -46,9 +46,8 @@
 //!
 //! **Templates** see `topic`, `partition`, `offset`, `key` (null without
 //! one), `timestamp` (ms since the epoch, or null) and `headers` (a map,
-//! lossy UTF-8) at the top level. `message.attributes` holds the headers
-//! too, and `kafka.topic`, `kafka.partition`, `kafka.offset`, `kafka.key`
-//! and `kafka.timestamp` as text.
+//! lossy UTF-8) at the top level ([`Message::fields`](super::Message));
+//! `message.attributes` holds the headers too.
 //!
 //! **Metrics**: `sluice_kafka_consumer_lag` (per `topic` and `partition`:
 //! the partition's end minus the committed offset, from librdkafka's

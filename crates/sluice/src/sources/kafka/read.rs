@@ -25,6 +25,8 @@ impl Reader {
     pub(super) fn read(&self, m: &BorrowedMessage<'_>) -> Released {
         let (topic, partition, offset) = (m.topic().to_owned(), m.partition(), m.offset());
         let payload = m.payload().unwrap_or_default();
+        // The headers, as `message.attributes` (text) and the `headers`
+        // field; the rest is in the fields only (no copies per event).
         let mut attributes = BTreeMap::new();
         let mut headers = serde_json::Map::new();
         if let Some(h) = m.headers() {
@@ -36,15 +38,6 @@ impl Reader {
         }
         let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
         let timestamp = m.timestamp().to_millis();
-        attributes.insert("kafka.topic".into(), topic.clone());
-        attributes.insert("kafka.partition".into(), partition.to_string());
-        attributes.insert("kafka.offset".into(), offset.to_string());
-        if let Some(k) = &key {
-            attributes.insert("kafka.key".into(), k.clone());
-        }
-        if let Some(ts) = timestamp {
-            attributes.insert("kafka.timestamp".into(), ts.to_string());
-        }
         let fields = BTreeMap::from([
             ("topic", Value::from(topic.as_str())),
             ("partition", Value::from(partition)),
