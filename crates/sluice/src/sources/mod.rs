@@ -46,11 +46,22 @@
 //! |---|---|---|
 //! | `file` | the line is delivered again first in this run; if the run ends, it stays unsettled in the checkpoint and runs on the next start | waits in process (no broker delay) |
 //! | `sqs` | visibility set to 0: visible at once to every consumer; SQS counts the next receive as another attempt (it has no uncounted redelivery) | visibility set to the delay |
+//! | `kafka` | the offset stays uncommitted: delivered again first while the source runs; at shutdown or revocation, the partition's next owner reads it from the committed offset | waits in process; the partition's commit waits for it |
+//!
+//! **Fields**: a source may give each message [`Message::fields`], which
+//! templates see at the top level (Kafka: `topic`, `partition`, `offset`,
+//! `key`, `timestamp`, `headers`). Those names are reserved: no step may
+//! set a variable of the same name.
+//!
+//! **Pausing**: while the runtime's breaker is open (the destination keeps
+//! failing: `pause_after_failures`), it calls [`Source::receive`] only for
+//! one message to probe with, now and then. A source whose broker drops a
+//! consumer that stops polling (Kafka) keeps polling on its own meanwhile.
 //!
 //! # Building blocks
 //!
 //! [`common`] holds what several sources share: the contiguous-offset
-//! [watermark](common::Watermark) (files now, Kafka partitions next) and the
+//! [watermark](common::Watermark) (files, Kafka partitions) and the
 //! [batcher](common::Batcher) that turns single settlements into batch calls
 //! (SQS deletes and visibility changes).
 //!
