@@ -197,6 +197,44 @@ pause_after_failures = 5
     );
 }
 
+/// A message the receiver always refuses with a 503, alone in the only
+/// slot, opens the breaker by itself. Its probes spend no attempt three
+/// times, then do: it is dead-lettered, and the rest run, rather than the
+/// pipeline probing with it for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_always_fails_cannot_hold_a_paused_pipeline() {
+    let s = Setup::new(ReceiverConfig::default()).await;
+    let mut lines = vec![br#"{"code": 503, "id": 0}"#.to_vec()];
+    lines.extend((1..6).map(|i| format!(r#"{{"code": 200, "id": {i}}}"#).into_bytes()));
+    s.jobs(&lines);
+    let report = s
+        .run(
+            r#"
+[[pipeline]]
+name = "poison"
+concurrency = 1
+[pipeline.source]
+type = "file"
+path = '@DIR@/jobs.ndjson'
+[[pipeline.step]]
+type = "http"
+url = "@URL@/status/{{ body.code }}/{{ body.id }}"
+[pipeline.retry]
+max_attempts = 3
+backoff = { initial_ms = 10, max_ms = 10, jitter = false }
+pause_after_failures = 2
+"#,
+        )
+        .await;
+    let p = single(&report);
+    assert_eq!((p.succeeded, p.dead_lettered), (5, 1), "{p:?}");
+    let why = s.reasons("jobs.ndjson")[0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(why.contains("gave up after 3 attempts"), "{why}");
+}
+
 /// Always 503: give up after max_attempts, dead-letter with the reason, and
 /// the failures file feeds back in once the receiver is healthy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

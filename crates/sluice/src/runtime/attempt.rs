@@ -49,6 +49,9 @@ pub(super) struct Ctx {
     pub orphans: mpsc::UnboundedSender<Box<dyn Acker>>,
 }
 
+/// Failed probes a job makes without spending its attempts.
+const MAX_FREE_PROBES: u32 = 3;
+
 /// How an attempt ended.
 enum Ended {
     Done(Result<(), JobError>),
@@ -57,7 +60,7 @@ enum Ended {
     /// Stopped while the breaker held it back.
     Stopped,
     /// Ran as the breaker's probe and failed to reach the destination.
-    ProbeFailed,
+    ProbeFailed(Result<(), JobError>),
 }
 
 /// The acker of a message not yet settled. Dropped while still holding it
@@ -134,6 +137,7 @@ pub(super) async fn run(
             return;
         }
     }
+    let mut probes_failed = 0u32;
     loop {
         let started = Instant::now();
         let ended = if revoked.is_cancelled() {
@@ -154,7 +158,7 @@ pub(super) async fn run(
                     };
                     let r = attempt(&ctx, &message).await;
                     if ticket.record(&r) {
-                        Ended::ProbeFailed
+                        Ended::ProbeFailed(r)
                     } else {
                         Ended::Done(r)
                     }
@@ -176,14 +180,22 @@ pub(super) async fn run(
                 release(&ctx, &mut held, &message.id, true).await;
                 break;
             }
-            Ended::ProbeFailed => {
-                // The outage's, not the message's: it waits for the next
-                // probe or the breaker to close, its attempts untouched.
-                AttemptEnded {
-                    took: started.elapsed(),
+            Ended::ProbeFailed(r) => {
+                probes_failed += 1;
+                if probes_failed < MAX_FREE_PROBES {
+                    // The outage's, not the message's: it waits for the
+                    // next probe or the breaker to close, its attempts
+                    // untouched.
+                    AttemptEnded {
+                        took: started.elapsed(),
+                    }
+                    .emit(&ctx.counts);
+                    continue;
                 }
-                .emit(&ctx.counts);
-                continue;
+                // Or the message's own failure (a body the receiver always
+                // refuses): from now on its probes spend attempts, so it
+                // cannot hold the pipeline for ever.
+                r
             }
             Ended::Done(r) => r,
         };

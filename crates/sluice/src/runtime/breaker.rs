@@ -10,8 +10,9 @@
 //!   running, so no message burns through its attempts to the dead letters;
 //! - one attempt at a time runs as a probe, the first after 1 s, then at an
 //!   interval that doubles up to [`MAX_INTERVAL`] while probes fail. A
-//!   failed probe does not spend its message's attempt: the job waits for
-//!   the next probe. When no job is waiting to probe (a broker-side retry,
+//!   failed probe does not spend its message's attempt (three times per
+//!   message: a message the destination always refuses cannot hold the
+//!   pipeline for ever): the job waits for the next probe. When no job is waiting to probe (a broker-side retry,
 //!   as on SQS), the receive loop takes one message to probe with.
 //!
 //! The first attempt that succeeds closes it: intake and retries resume.
@@ -54,6 +55,9 @@ struct State {
     interval: Duration,
     /// The receive loop takes its next message to probe with no sooner.
     intake_gate: Instant,
+    /// Counts the openings: a probe from an earlier one says nothing
+    /// about the current probe.
+    generation: u64,
     opened: Instant,
 }
 
@@ -63,6 +67,8 @@ struct State {
 pub(crate) struct Ticket<'a> {
     breaker: &'a Breaker,
     probe: bool,
+    /// The opening it probes for.
+    generation: u64,
 }
 
 impl Breaker {
@@ -79,6 +85,7 @@ impl Breaker {
                 next_probe: now,
                 interval: FIRST_INTERVAL,
                 intake_gate: now,
+                generation: 0,
                 opened: now,
             }),
             changed: Notify::new(),
@@ -100,6 +107,7 @@ impl Breaker {
             return Ticket {
                 breaker: self,
                 probe: false,
+                generation: 0,
             };
         }
         let _waiting = Waiting::new(self);
@@ -111,6 +119,7 @@ impl Breaker {
                     return Ticket {
                         breaker: self,
                         probe: false,
+                        generation: 0,
                     };
                 }
                 let now = Instant::now();
@@ -119,6 +128,7 @@ impl Breaker {
                     return Ticket {
                         breaker: self,
                         probe: true,
+                        generation: s.generation,
                     };
                 }
                 if s.probing {
@@ -189,10 +199,13 @@ impl Breaker {
         self.changed.notify_waiters();
     }
 
-    fn failed(&self, probe: bool, reason: &str) {
+    fn failed(&self, probe: Option<u64>, reason: &str) {
         let failures = self.failures.fetch_add(1, Relaxed).saturating_add(1);
-        if probe {
+        if let Some(generation) = probe {
             let mut s = self.lock();
+            if s.generation != generation {
+                return;
+            }
             s.probing = false;
             s.interval = (s.interval * 2).min(MAX_INTERVAL);
             s.next_probe = Instant::now() + s.interval;
@@ -208,6 +221,8 @@ impl Breaker {
             return;
         }
         self.open.store(true, Relaxed);
+        s.generation += 1;
+        s.probing = false;
         let now = Instant::now();
         s.opened = now;
         s.interval = FIRST_INTERVAL;
@@ -224,8 +239,11 @@ impl Breaker {
     }
 
     /// A probe that ended without saying anything about the destination.
-    fn probe_ended(&self) {
+    fn probe_ended(&self, generation: u64) {
         let mut s = self.lock();
+        if s.generation != generation {
+            return;
+        }
         s.probing = false;
         s.next_probe = Instant::now();
         drop(s);
@@ -243,10 +261,11 @@ impl Ticket<'_> {
         match outcome {
             Ok(()) => self.breaker.succeeded(),
             Err(JobError::Retry { reason, .. }) => {
-                self.breaker.failed(probe, reason);
+                self.breaker
+                    .failed(probe.then_some(self.generation), reason);
                 return probe;
             }
-            Err(JobError::Fail { .. }) if probe => self.breaker.probe_ended(),
+            Err(JobError::Fail { .. }) if probe => self.breaker.probe_ended(self.generation),
             Err(JobError::Fail { .. }) => {}
         }
         false
@@ -256,7 +275,7 @@ impl Ticket<'_> {
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
         if self.probe {
-            self.breaker.probe_ended();
+            self.breaker.probe_ended(self.generation);
         }
     }
 }
@@ -273,7 +292,13 @@ impl<'a> Waiting<'a> {
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.0.lock().waiting -= 1;
+        let mut s = self.0.lock();
+        s.waiting -= 1;
+        if s.waiting == 0 {
+            drop(s);
+            // The receive loop may take a message to probe with now.
+            self.0.changed.notify_waiters();
+        }
     }
 }
 
@@ -346,6 +371,33 @@ mod tests {
         assert_eq!(started.elapsed(), FIRST_INTERVAL);
         b.admit().await.record(&Ok(()));
         assert_eq!(b.intake().await, usize::MAX);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_from_an_earlier_pause_does_not_free_the_current_one() {
+        let b = Breaker::new("p", 1);
+        b.admit().await.record(&down());
+        let old = b.admit().await;
+        assert!(old.probe);
+        // Another job (admitted before the pause) succeeds: closed; then
+        // a failure opens it again, and its probe is under way.
+        Ticket {
+            breaker: &b,
+            probe: false,
+            generation: 0,
+        }
+        .record(&Ok(()));
+        assert!(!b.is_open());
+        b.admit().await.record(&down());
+        let current = b.admit().await;
+        assert!(current.probe);
+        old.record(&down());
+        let second = tokio::time::timeout(Duration::from_secs(60), b.admit()).await;
+        assert!(
+            second.is_err(),
+            "the stale probe's end did not let a second probe run"
+        );
+        drop(current);
     }
 
     #[tokio::test(start_paused = true)]

@@ -245,6 +245,17 @@ impl ClientContext for Callbacks {
 }
 
 impl Callbacks {
+    /// Runs `f`, which blocks, on this thread: moved off the runtime's
+    /// worker first where the runtime allows it.
+    fn blocking<R>(f: impl FnOnce() -> R) -> R {
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(f)
+            }
+            _ => f(),
+        }
+    }
+
     /// Stops handing out the revoked partitions' messages and waits for
     /// their running jobs, up to the grace. Runs on the thread polling
     /// librdkafka (the poll task's, or the one closing the consumer), which
@@ -279,7 +290,7 @@ impl ConsumerContext for Callbacks {
         if commit.count() > 0 {
             // Blocking: the partitions must be committed before the next
             // owner starts reading them.
-            match consumer.commit(&commit, CommitMode::Sync) {
+            match Self::blocking(|| consumer.commit(&commit, CommitMode::Sync)) {
                 Ok(()) => {
                     self.metrics.commits_ok.increment(1);
                     done.iter().for_each(|(p, o)| p.committed(*o));
@@ -303,9 +314,15 @@ impl ConsumerContext for Callbacks {
         }
     }
 
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             self.metrics.assigns.increment(1);
+            // A partition paused while it was ours before stays paused in
+            // librdkafka through a revocation: resume it. If the poll task
+            // is holding, it pauses again on the partition's first message.
+            if let Err(e) = consumer.resume(tpl) {
+                tracing::warn!(pipeline = %self.metrics.pipeline, error = %e, "resuming the assigned partitions failed");
+            }
             let assigned: Vec<Tp> = tpl
                 .elements()
                 .iter()
