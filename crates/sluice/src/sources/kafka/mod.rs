@@ -286,22 +286,20 @@ impl ConsumerContext for Callbacks {
             .map(|e| (e.topic().to_owned(), e.partition()))
             .collect();
         let drained = self.drain(&revoked);
-        let (commit, done) = self.shared.commits(Some(&revoked));
-        if commit.count() > 0 {
-            // Blocking: the partitions must be committed before the next
-            // owner starts reading them.
-            match Self::blocking(|| consumer.commit(&commit, CommitMode::Sync)) {
-                Ok(()) => {
-                    self.metrics.commits_ok.increment(1);
-                    done.iter().for_each(|(p, o)| p.committed(*o));
-                }
-                Err(e) => {
-                    self.metrics.commits_failed.increment(1);
-                    tracing::warn!(pipeline = %self.metrics.pipeline, error = %e, "committing the revoked partitions failed; their new owner may run some settled events again")
-                }
+        // Blocking: the partitions must be committed before the next owner
+        // starts reading them.
+        let committed = Self::blocking(|| {
+            self.shared
+                .commit_settled(Some(&revoked), |tpl| consumer.commit(tpl, CommitMode::Sync))
+        });
+        match committed {
+            Ok(false) => {}
+            Ok(true) => self.metrics.commits_ok.increment(1),
+            Err(e) => {
+                self.metrics.commits_failed.increment(1);
+                tracing::warn!(pipeline = %self.metrics.pipeline, error = %e, "committing the revoked partitions failed; their new owner may run some settled events again")
             }
         }
-        drop(commit);
         self.shared.revoke(&revoked);
         for tp in &revoked {
             // Reported by the partition's new owner from now on.
@@ -538,26 +536,18 @@ const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// thread: a partition is marked committed only once the broker said so.
 async fn commit_settled(
     consumer: &Arc<StreamConsumer<Callbacks>>,
-    shared: &Shared,
+    shared: &Arc<Shared>,
 ) -> Result<(), String> {
-    let (tpl, done) = shared.commits(None);
-    if tpl.count() == 0 {
-        return Ok(());
-    }
-    let consumer = consumer.clone();
-    let metrics = consumer.clone();
-    let commit = tokio::task::spawn_blocking(move || {
-        let r = consumer.commit(&tpl, CommitMode::Sync);
-        // librdkafka's lists go before the consumer does.
-        drop(tpl);
-        r
-    });
-    let metrics = &metrics.context().metrics;
+    let commit = {
+        let (consumer, shared) = (consumer.clone(), shared.clone());
+        tokio::task::spawn_blocking(move || {
+            shared.commit_settled(None, |tpl| consumer.commit(tpl, CommitMode::Sync))
+        })
+    };
+    let metrics = &consumer.context().metrics;
     let r = match tokio::time::timeout(COMMIT_TIMEOUT, commit).await {
-        Ok(Ok(Ok(()))) => {
-            done.iter().for_each(|(p, o)| p.committed(*o));
-            Ok(())
-        }
+        Ok(Ok(Ok(false))) => return Ok(()),
+        Ok(Ok(Ok(true))) => Ok(()),
         Ok(Ok(Err(e))) => Err(e.to_string()),
         Ok(Err(e)) => Err(format!("the commit panicked: {e}")),
         Err(_) => Err(format!("no answer within {COMMIT_TIMEOUT:?}")),

@@ -114,6 +114,10 @@ pub(super) struct Shared {
     pub(super) released: Mutex<VecDeque<Released>>,
     /// Woken when a message is released.
     pub(super) wake: Notify,
+    /// Held through each commit, from reading the offsets to marking them
+    /// committed: a slow commit (the periodic one can outlive its timeout)
+    /// never lands after a newer one and moves the group's offset back.
+    commit: Mutex<()>,
 }
 
 /// A message read, not yet handed to the runtime (or handed back).
@@ -137,11 +141,30 @@ impl Shared {
         lock(&self.released)
     }
 
-    /// The offsets to commit: of every partition, or of `only`.
-    pub(super) fn commits(
+    /// Commits, through `commit` (librdkafka's synchronous commit), the
+    /// settled offsets of every partition or of `only`, and marks them
+    /// committed once it succeeded. Blocks; one commit at a time. Ok(false)
+    /// when there was nothing new to commit.
+    pub(super) fn commit_settled<E>(
         &self,
         only: Option<&[Tp]>,
-    ) -> (TopicPartitionList, Vec<(Arc<Partition>, i64)>) {
+        commit: impl FnOnce(&TopicPartitionList) -> Result<(), E>,
+    ) -> Result<bool, E> {
+        let _one_at_a_time = lock(&self.commit);
+        let (tpl, done) = self.commits(only);
+        if tpl.count() == 0 {
+            return Ok(false);
+        }
+        let r = commit(&tpl);
+        // librdkafka's lists go before the consumer does.
+        drop(tpl);
+        r?;
+        done.iter().for_each(|(p, o)| p.committed(*o));
+        Ok(true)
+    }
+
+    /// The offsets to commit: of every partition, or of `only`.
+    fn commits(&self, only: Option<&[Tp]>) -> (TopicPartitionList, Vec<(Arc<Partition>, i64)>) {
         let parts = lock(&self.partitions);
         let mut tpl = TopicPartitionList::new();
         let mut done = Vec::new();
