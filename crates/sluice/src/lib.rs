@@ -27,6 +27,7 @@
 //! source; a library user who needs only files builds with
 //! `default-features = false, features = ["file"]`.
 
+pub mod admin;
 pub mod component;
 pub mod config;
 #[cfg(feature = "file")]

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -73,6 +74,11 @@ enum Command {
         /// Laravel's `queue:work --stop-when-empty`).
         #[arg(long)]
         stop_when_empty: bool,
+        /// Serve /metrics, /healthz and /readyz here (e.g.
+        /// 127.0.0.1:9600). A non-loopback address needs
+        /// SLUICE_ADMIN_TOKEN.
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<SocketAddr>,
     },
     /// Check a config without running it: exit 0 when it is valid.
     Check {
@@ -170,8 +176,26 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 config,
                 progress,
                 stop_when_empty,
+                admin,
             } => {
                 let loaded = config::load(&config)?;
+                let admin = match admin {
+                    None => None,
+                    Some(addr) => {
+                        let token = std::env::var("SLUICE_ADMIN_TOKEN").ok();
+                        if let Some(why) = sluice::admin::refusal(addr, token.as_deref()) {
+                            anyhow::bail!(why);
+                        }
+                        let handle =
+                            sluice::admin::install_recorder().map_err(anyhow::Error::msg)?;
+                        let state = Arc::new(sluice::admin::AdminState::new(Some(handle)));
+                        let (bound, _server) = sluice::admin::serve(addr, state.clone())
+                            .await
+                            .with_context(|| format!("--admin: listening on {addr}"))?;
+                        tracing::info!(address = %bound, "admin server: /metrics, /healthz, /readyz");
+                        Some(state)
+                    }
+                };
                 let shutdown = Shutdown::new();
                 shutdown
                     .on_signals()
@@ -182,6 +206,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                         shutdown,
                         progress: progress.into(),
                         stop_when_empty,
+                        admin,
                     },
                 )
                 .await?;

@@ -218,6 +218,7 @@ async fn run(text: &str, stop_when_empty: bool) -> RunReport {
             shutdown: Shutdown::new(),
             progress: Progress::Off,
             stop_when_empty,
+            admin: None,
         },
     );
     tokio::time::timeout(Duration::from_secs(240), run)

@@ -57,6 +57,7 @@ async fn run_until(text: &str, rx: &Receiver, n: u64) -> sluice::runtime::RunRep
             shutdown: shutdown.clone(),
             progress: Progress::Off,
             stop_when_empty: false,
+            admin: None,
         },
     );
     let stop = async {
@@ -196,6 +197,7 @@ fn commits_rebalances_and_lag_are_metrics() {
                     shutdown: shutdown.clone(),
                     progress: Progress::Off,
                     stop_when_empty: false,
+                    admin: None,
                 },
             );
             let stop = async {

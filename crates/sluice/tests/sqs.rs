@@ -93,6 +93,7 @@ async fn run_until(text: &str, done: impl std::future::Future<Output = ()>) -> R
             shutdown: shutdown.clone(),
             progress: Progress::Off,
             stop_when_empty: false,
+            admin: None,
         },
     );
     let stop = async {
@@ -496,6 +497,7 @@ fn empty_receives_are_counted_and_stop_when_empty_ends_the_run() {
                     shutdown: Shutdown::new(),
                     progress: Progress::Off,
                     stop_when_empty: true,
+                    admin: None,
                 },
             );
             tokio::time::timeout(Duration::from_secs(60), run)

@@ -89,6 +89,7 @@ delete_batches_in_flight = 1
                 shutdown: Shutdown::new(),
                 progress: Progress::Off,
                 stop_when_empty: true,
+                admin: None,
             },
         );
         tokio::time::timeout(bound, run)

@@ -441,6 +441,9 @@ pub struct RunOptions {
     /// Stop each pipeline once its source is empty and nothing is in
     /// flight (see [`crate::sources::Source::stop_when_empty`]).
     pub stop_when_empty: bool,
+    /// The admin server's state: each pipeline is registered with it once
+    /// built (`/readyz`).
+    pub admin: Option<std::sync::Arc<crate::admin::AdminState>>,
 }
 
 /// Runs every pipeline of `loaded` until their sources end or a stop is
@@ -449,6 +452,11 @@ pub struct RunOptions {
 pub async fn run(loaded: &Loaded, opts: RunOptions) -> Result<RunReport, ConfigError> {
     let workers = loaded.workers(&opts).await?;
     crate::telemetry::describe();
+    if let Some(admin) = &opts.admin {
+        for w in &workers {
+            admin.register(w.counts());
+        }
+    }
     let started = Instant::now();
     let shown = workers
         .iter()

@@ -145,6 +145,7 @@ pub async fn run(cfg: &DemoConfig, shutdown: Shutdown) -> Result<DemoOutcome, De
             shutdown,
             progress: cfg.progress,
             stop_when_empty: false,
+            admin: None,
         },
     )
     .await?;

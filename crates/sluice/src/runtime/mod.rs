@@ -40,6 +40,7 @@ use tracing::{error, info, warn};
 use crate::handler::Handler;
 use crate::retry::RetryPolicy;
 use crate::sources::{Acker, DeadLetterTarget, Received, Source, SourceErrorKind};
+use crate::telemetry::events::Health;
 use crate::telemetry::events::{JobReleased, Received as ReceivedEvent, SettleFailed};
 use crate::telemetry::{Event, PipelineCounts};
 
@@ -134,6 +135,7 @@ pub(crate) async fn drive(parts: Parts) -> PipelineReport {
     let mut end = End::Stopped;
     let mut pause = Duration::from_millis(100);
     info!(pipeline = %name, concurrency, "pipeline started");
+    counts.set_health(Health::Running);
     loop {
         // While the breaker is open, nothing (or one message to probe with).
         let most = tokio::select! {
@@ -165,6 +167,7 @@ pub(crate) async fn drive(parts: Parts) -> PipelineReport {
                 break;
             }
             Err(e) if e.kind == SourceErrorKind::Transient => {
+                counts.set_health(Health::Failing);
                 warn!(pipeline = %name, error = %crate::error_chain(&e), pause_ms = pause.as_millis() as u64, "receive failed; trying again");
                 drop(places);
                 tokio::select! {
@@ -181,6 +184,9 @@ pub(crate) async fn drive(parts: Parts) -> PipelineReport {
                 break;
             }
         };
+        if pause > Duration::from_millis(100) {
+            counts.set_health(Health::Running);
+        }
         pause = Duration::from_millis(100);
         assert!(
             deliveries.len() <= places.len(),
@@ -213,6 +219,7 @@ pub(crate) async fn drive(parts: Parts) -> PipelineReport {
             }
         }
     }
+    counts.set_health(Health::Stopped);
     // Let running jobs finish: unbounded when the source simply ended, until
     // the deadline once a stop was requested, not at all once forced.
     pool.close();

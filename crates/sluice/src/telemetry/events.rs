@@ -64,9 +64,56 @@ pub struct PipelineCounts {
     job_duration: metrics::Histogram,
     latency: Mutex<Histogram>,
     failure_lines: LogBudget,
+    health: std::sync::atomic::AtomicU8,
+}
+
+/// Where a pipeline is, for readiness probes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Built; its receive loop has not started.
+    Starting,
+    /// Receiving.
+    Running,
+    /// Its last receive failed (the source cannot reach its broker); it is
+    /// trying again.
+    Failing,
+    /// Its receive loop has ended.
+    Stopped,
+}
+
+impl Health {
+    /// As the admin API shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Starting => "starting",
+            Health::Running => "running",
+            Health::Failing => "failing",
+            Health::Stopped => "stopped",
+        }
+    }
 }
 
 impl PipelineCounts {
+    /// Where the pipeline is.
+    pub fn health(&self) -> Health {
+        match self.health.load(Relaxed) {
+            0 => Health::Starting,
+            1 => Health::Running,
+            2 => Health::Failing,
+            _ => Health::Stopped,
+        }
+    }
+
+    pub(crate) fn set_health(&self, h: Health) {
+        let v = match h {
+            Health::Starting => 0,
+            Health::Running => 1,
+            Health::Failing => 2,
+            Health::Stopped => 3,
+        };
+        self.health.store(v, Relaxed);
+    }
+
     pub fn new(pipeline: &str) -> PipelineCounts {
         let p = pipeline.to_owned();
         let outcome =
@@ -86,6 +133,7 @@ impl PipelineCounts {
             job_duration: histogram!(JOB_DURATION, "pipeline" => p),
             latency: Mutex::new(Histogram::default()),
             failure_lines: LogBudget::default(),
+            health: std::sync::atomic::AtomicU8::new(0),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Telemetry through one facade each: the `metrics` crate for numbers,
-//! `tracing` for logs. Nothing here exports anything: a recorder installed
-//! by the binary (or a later admin server) picks the metrics up.
+//! `tracing` for logs. Nothing here exports anything: the recorder the
+//! [admin server](crate::admin) installs (`sluice run --admin`) picks the
+//! metrics up and serves them at `/metrics`.
 //!
 //! Each thing that happens to a job is one typed [event](events): its
 //! `emit` writes the log line and the count, once. The run report, the exit

@@ -69,6 +69,7 @@ impl Setup {
                 shutdown: Shutdown::new(),
                 progress: Progress::Off,
                 stop_when_empty: false,
+                admin: None,
             },
         );
         tokio::time::timeout(Duration::from_secs(60), run)
