@@ -92,6 +92,19 @@ async fn run_serves_health_readiness_and_metrics() {
         first.contains("sluice_job_duration_seconds_bucket{"),
         "durations are histograms with buckets:\n{first}"
     );
+    // (CPU seconds are counted whole: 0 this early.)
+    for process_metric in ["process_resident_memory_bytes", "process_open_fds"] {
+        let value = first
+            .lines()
+            .find(|l| l.starts_with(&format!("{process_metric} ")))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {process_metric} in:\n{first}"));
+        assert!(value > 0.0, "{process_metric} = {value}");
+    }
+    assert!(
+        first.contains("\nprocess_cpu_seconds_total "),
+        "no process_cpu_seconds_total in:\n{first}"
+    );
     let before = succeeded(&first);
     let target = rx.accepted() + 20;
     tokio::time::timeout(WAIT, rx.wait_for_accepted(target))

@@ -3,7 +3,7 @@
 //!
 //! | endpoint | answers |
 //! |---|---|
-//! | `GET /metrics` | every metric ([`crate::telemetry`]) in Prometheus' text format |
+//! | `GET /metrics` | every metric ([`crate::telemetry`]) in Prometheus' text format, and the process's own (`process_resident_memory_bytes`, `process_cpu_seconds_total`, `process_open_fds`, `process_max_fds`, `process_threads`...), read at each scrape |
 //! | `GET /healthz` | 200 while the process serves: a liveness probe |
 //! | `GET /readyz` | 200 when every pipeline is receiving, else 503; JSON naming each pipeline's state (`starting`, `running`, `failing`: its source cannot reach its broker, `stopped`) |
 //!
@@ -32,6 +32,7 @@ use crate::telemetry::events::Health;
 #[derive(Default)]
 pub struct AdminState {
     prometheus: Option<PrometheusHandle>,
+    process: metrics_process::Collector,
     pipelines: RwLock<Vec<Arc<PipelineCounts>>>,
 }
 
@@ -46,8 +47,11 @@ impl std::fmt::Debug for AdminState {
 impl AdminState {
     /// State that renders `prometheus` at `/metrics`.
     pub fn new(prometheus: Option<PrometheusHandle>) -> AdminState {
+        let process = metrics_process::Collector::default();
+        process.describe();
         AdminState {
             prometheus,
+            process,
             pipelines: RwLock::default(),
         }
     }
@@ -94,11 +98,14 @@ pub fn router(state: Arc<AdminState>) -> Router {
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     match &state.prometheus {
-        Some(handle) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            crate::redact::redact(&handle.render()).into_owned(),
-        ),
+        Some(handle) => {
+            state.process.collect();
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                crate::redact::redact(&handle.render()).into_owned(),
+            )
+        }
         None => (
             StatusCode::NOT_FOUND,
             [(header::CONTENT_TYPE, "text/plain")],
