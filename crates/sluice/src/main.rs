@@ -101,6 +101,10 @@ enum Command {
         dir: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
         progress: ProgressArg,
+        /// The admin server's address (/metrics, /healthz, /readyz); any
+        /// free port when this one is taken.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9600")]
+        admin: SocketAddr,
     },
     /// Serve the fault-injecting test receiver (for benchmarks and trials).
     Receiver {
@@ -147,6 +151,29 @@ fn main() -> ExitCode {
     }
 }
 
+/// Installs the metrics recorder and serves the admin routes at `addr`
+/// (or, with `any_port_if_taken`, at a free port when it is taken).
+async fn start_admin(
+    addr: SocketAddr,
+    any_port_if_taken: bool,
+) -> anyhow::Result<(Arc<sluice::admin::AdminState>, SocketAddr)> {
+    let token = std::env::var("SLUICE_ADMIN_TOKEN").ok();
+    if let Some(why) = sluice::admin::refusal(addr, token.as_deref()) {
+        anyhow::bail!(why);
+    }
+    let handle = sluice::admin::install_recorder().map_err(anyhow::Error::msg)?;
+    let state = Arc::new(sluice::admin::AdminState::new(Some(handle)));
+    let served = match sluice::admin::serve(addr, state.clone()).await {
+        Err(e) if any_port_if_taken && e.kind() == std::io::ErrorKind::AddrInUse => {
+            sluice::admin::serve(SocketAddr::new(addr.ip(), 0), state.clone()).await
+        }
+        other => other,
+    };
+    let (bound, _server) = served.with_context(|| format!("--admin: listening on {addr}"))?;
+    tracing::info!(address = %bound, "admin server: /metrics, /healthz, /readyz");
+    Ok((state, bound))
+}
+
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     let format = match cli.log_format {
         LogFormatArg::Text => sluice::telemetry::LogFormat::Text,
@@ -181,20 +208,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 let loaded = config::load(&config)?;
                 let admin = match admin {
                     None => None,
-                    Some(addr) => {
-                        let token = std::env::var("SLUICE_ADMIN_TOKEN").ok();
-                        if let Some(why) = sluice::admin::refusal(addr, token.as_deref()) {
-                            anyhow::bail!(why);
-                        }
-                        let handle =
-                            sluice::admin::install_recorder().map_err(anyhow::Error::msg)?;
-                        let state = Arc::new(sluice::admin::AdminState::new(Some(handle)));
-                        let (bound, _server) = sluice::admin::serve(addr, state.clone())
-                            .await
-                            .with_context(|| format!("--admin: listening on {addr}"))?;
-                        tracing::info!(address = %bound, "admin server: /metrics, /healthz, /readyz");
-                        Some(state)
-                    }
+                    Some(addr) => Some(start_admin(addr, false).await?.0),
                 };
                 let shutdown = Shutdown::new();
                 shutdown
@@ -219,8 +233,11 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 latency_ms,
                 dir,
                 progress,
+                admin,
             } => {
                 anyhow::ensure!(concurrency > 0, "--concurrency must be at least 1");
+                let (admin, bound) = start_admin(admin, true).await?;
+                eprintln!("admin server: http://{bound}/metrics, /healthz, /readyz");
                 let shutdown = Shutdown::new();
                 shutdown
                     .on_signals()
@@ -231,6 +248,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     latency: latency(&latency_ms)?,
                     dir,
                     progress: progress.into(),
+                    admin: Some(admin),
                     ..DemoConfig::default()
                 };
                 let out = demo::run(&cfg, shutdown).await?;

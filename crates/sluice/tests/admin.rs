@@ -131,3 +131,41 @@ async fn a_public_admin_address_needs_a_token() {
     assert!(run.log().contains("SLUICE_ADMIN_TOKEN"), "{}", run.log());
     assert_eq!(rx.total(), 0, "nothing ran");
 }
+
+/// `sluice demo` starts the admin server and says where, so a newcomer
+/// can watch the numbers move on the first run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_serves_the_admin_routes_and_says_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "demo",
+            "--jobs",
+            "500",
+            "--concurrency",
+            "50",
+            "--latency-ms",
+            "1",
+            "--progress",
+            "off",
+            "--admin",
+            "127.0.0.1:0",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .expect("run sluice demo");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("admin server: http://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no admin address in:\n{err}"));
+    let port: u16 = line
+        .trim_start_matches("admin server: http://127.0.0.1:")
+        .split('/')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    assert_ne!(port, 0, "the bound port, not the one asked for");
+}

@@ -30,6 +30,9 @@ pub struct DemoConfig {
     /// Where to put the files; a temporary directory when None.
     pub dir: Option<PathBuf>,
     pub progress: Progress,
+    /// The admin server to register the pipeline with (`sluice demo`
+    /// starts one).
+    pub admin: Option<std::sync::Arc<crate::admin::AdminState>>,
 }
 
 impl Default for DemoConfig {
@@ -41,6 +44,7 @@ impl Default for DemoConfig {
             objects: 1_000,
             dir: None,
             progress: Progress::Auto,
+            admin: None,
         }
     }
 }
@@ -145,7 +149,7 @@ pub async fn run(cfg: &DemoConfig, shutdown: Shutdown) -> Result<DemoOutcome, De
             shutdown,
             progress: cfg.progress,
             stop_when_empty: false,
-            admin: None,
+            admin: cfg.admin.clone(),
         },
     )
     .await?;
