@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::kafka::{FAST_GROUP_OPTIONS, Record, brokers, create_topic, produce, unique};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use sluice::config::{self, RunOptions};
-use sluice::runtime::{Progress, Shutdown};
+use sluice::runtime::{Progress, RunReport, Shutdown};
 use sluice::testkit::{Receiver, ReceiverConfig};
 
 const PARTITIONS: i32 = 3;
@@ -47,8 +47,8 @@ headers = {{ x-headers = "{{{{ headers | length }}}}", x-origin = "{{{{ topic }}
     )
 }
 
-/// Runs until the receiver accepted `n`, then stops; returns the report.
-async fn run_until(text: &str, rx: &Receiver, n: u64) -> sluice::runtime::RunReport {
+/// Runs `text` until `until` is done, then stops it; returns the report.
+async fn run_until(text: &str, until: impl std::future::Future<Output = ()>) -> RunReport {
     let loaded = config::parse("kafka.toml", text, |_| None).unwrap_or_else(|e| panic!("{e}"));
     let shutdown = Shutdown::new();
     let run = config::run(
@@ -61,13 +61,18 @@ async fn run_until(text: &str, rx: &Receiver, n: u64) -> sluice::runtime::RunRep
         },
     );
     let stop = async {
-        tokio::time::timeout(Duration::from_secs(60), rx.wait_for_accepted(n))
-            .await
-            .unwrap_or_else(|_| panic!("the receiver accepted only {} of {n}", rx.accepted()));
+        until.await;
         shutdown.request();
     };
     let (report, ()) = tokio::join!(run, stop);
     report.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Waits (a minute at most) until `rx` accepted `n` requests.
+async fn accepted(rx: &Receiver, n: u64) {
+    tokio::time::timeout(Duration::from_secs(60), rx.wait_for_accepted(n))
+        .await
+        .unwrap_or_else(|_| panic!("the receiver accepted only {} of {n}", rx.accepted()));
 }
 
 /// Topic, partition, offset, key, timestamp and headers are template
@@ -87,7 +92,7 @@ async fn templates_see_where_each_record_came_from() {
         .collect();
     let placed = produce(&topic, &records).await;
     let rx = Receiver::start(ReceiverConfig::default()).await.unwrap();
-    let report = run_until(&config(&topic, &rx.url()), &rx, 12).await;
+    let report = run_until(&config(&topic, &rx.url()), accepted(&rx, 12)).await;
     assert!(report.settled_everything());
     let mut seen = BTreeMap::new();
     for r in rx.requests().iter().filter(|r| r.status == 200) {
@@ -187,32 +192,22 @@ fn commits_rebalances_and_lag_are_metrics() {
             })
             .await
             .unwrap();
-            let text = config(&topic, &rx.url());
-            let loaded =
-                config::parse("kafka.toml", &text, |_| None).unwrap_or_else(|e| panic!("{e}"));
-            let shutdown = Shutdown::new();
-            let run = config::run(
-                &loaded,
-                RunOptions {
-                    shutdown: shutdown.clone(),
-                    progress: Progress::Off,
-                    stop_when_empty: false,
-                    admin: None,
-                },
-            );
-            let stop = async {
-                tokio::time::timeout(Duration::from_secs(60), async {
-                    while rx.accepted() < 30 {
-                        read();
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                })
-                .await
-                .unwrap_or_else(|_| panic!("accepted only {} of 30", rx.accepted()));
-                shutdown.request();
+            // A snapshot is read every 20 ms while the events run: each
+            // reading takes what was recorded since the last one.
+            let sample = async {
+                loop {
+                    read();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
             };
-            let (report, ()) = tokio::join!(run, stop);
-            assert!(report.unwrap().settled_everything());
+            let until = async {
+                tokio::select! {
+                    () = accepted(&rx, 30) => {}
+                    () = sample => {}
+                }
+            };
+            let report = run_until(&config(&topic, &rx.url()), until).await;
+            assert!(report.settled_everything());
         })
     });
     read();
