@@ -13,7 +13,8 @@
 # (the HTTP attempt, as in e2e-file.sh): the events are all produced before
 # sluice starts, so produce-to-arrival time would measure the backlog, not
 # sluice. Receiver, wrk, the broker and sluice share the machine's cores.
-# N=20000 bench/e2e-kafka.sh for a quicker look.
+# N=20000 bench/e2e-kafka.sh for a quicker look. QUEUED_KB sets librdkafka's
+# queued.max.messages.kbytes (the source's prefetch) instead of the default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -25,6 +26,7 @@ CONCURRENCY="${CONCURRENCY:-1000}"
 LATENCY_MS="${LATENCY_MS:-20}"
 WRK_SECS="${WRK_SECS:-10}"
 ORDERINGS="${ORDERINGS:-none key}"
+QUEUED_KB="${QUEUED_KB:-}"
 # tansu keeps every message in memory; above this it is restarted first.
 TANSU_MAX_RSS_MB="${TANSU_MAX_RSS_MB:-1024}"
 BROKERS="127.0.0.1:${SLUICE_KAFKA_PORT:-9092}"
@@ -97,7 +99,10 @@ read -r tansu_mb1 _ < <(usage "$TANSU_PID")
 
 # One run: a group of its own over the same topic. Writes $WORK/$1.*.
 run() {
-    local ordering="$1" group="$topic-$ordering"
+    local ordering="$1" group="$topic-$ordering" options=""
+    if [ -n "$QUEUED_KB" ]; then
+        options="$(printf '[pipeline.source.options]\n"queued.max.messages.kbytes" = "%s"' "$QUEUED_KB")"
+    fi
     cat >"$WORK/$ordering.toml" <<TOML
 [[pipeline]]
 name = "bench-$ordering"
@@ -110,6 +115,7 @@ group_id = "$group"
 ordering = "$ordering"
 dead_letter_topic = "$topic-dlq"
 commit_interval_ms = 100
+$options
 [[pipeline.step]]
 type = "http"
 url = "http://127.0.0.1:$PORT/events/{{ body.data.invoice }}"
@@ -153,7 +159,7 @@ wrk_p99="$(awk '$1 == "99%" {print $2}' "$WORK/wrk.out")"
 read -r wrk_kb wrk_u wrk_s < <(tail -1 "$WORK/wrk.time")
 
 echo
-echo "command: N=$N PARTITIONS=$PARTITIONS KEYS=$KEYS CONCURRENCY=$CONCURRENCY LATENCY_MS=$LATENCY_MS WRK_SECS=$WRK_SECS bench/e2e-kafka.sh"
+echo "command: N=$N PARTITIONS=$PARTITIONS KEYS=$KEYS CONCURRENCY=$CONCURRENCY LATENCY_MS=$LATENCY_MS WRK_SECS=$WRK_SECS ORDERINGS=\"$ORDERINGS\"${QUEUED_KB:+ QUEUED_KB=$QUEUED_KB} bench/e2e-kafka.sh"
 echo "date: $(date -u '+%F %T UTC'), nproc: $(nproc), git: $rev, broker: $("$HOME/.cache/sluice/tansu/bin/tansu" --version 2>/dev/null || echo "not tansu") on $BROKERS"
 head -1 "$WORK/produce.out"
 echo "tansu RSS: $tansu_mb0 MB before producing, $tansu_mb1 MB after, $tansu_mb2 MB at the end"

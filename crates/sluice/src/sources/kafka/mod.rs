@@ -39,7 +39,7 @@
 //! `partition` (one job per partition at a time).
 //!
 //! **Bounded memory.** librdkafka's prefetch is capped by
-//! `queued.max.messages.kbytes` (2048 here, for the consumer's one queue)
+//! `queued.max.messages.kbytes` (4096 here, for the consumer's one queue)
 //! and `fetch.max.bytes` (librdkafka's default); the source itself holds
 //! at most the hand-off buffer (256 messages) besides what the runtime
 //! runs. Any librdkafka property can be set under `options`.
@@ -368,10 +368,10 @@ impl KafkaSource {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             // Bounded prefetch: at most this many KiB of payload queued for
-            // the consumer. 2048 kept 200k small events as fast as 8192
-            // (17.5k/s against 18.1k/s, within noise) with 36 MB less RSS
-            // (132 against 168 MB); BENCHMARKS.md.
-            .set("queued.max.messages.kbytes", "2048")
+            // the consumer. Against 8192, 4096 cut peak RSS from 150 to 130
+            // MB on 200k small events for 0.37 of wrk against 0.39; 2048
+            // saved 10 MB more but fell to 0.34-0.36 (BENCHMARKS.md).
+            .set("queued.max.messages.kbytes", "4096")
             .set("fetch.wait.max.ms", "50")
             // The lag metric.
             .set("statistics.interval.ms", "5000")
