@@ -35,8 +35,25 @@ impl SourceContext {
 /// What a step needs to know about its pipeline when it is built.
 #[derive(Clone, Debug)]
 pub struct StepContext {
-    /// The pipeline's job concurrency: no step has more in flight.
+    /// The pipeline's name, for metric labels.
+    pub pipeline: String,
+    /// The pipeline's job concurrency when it starts.
     pub concurrency: usize,
+    /// The pipeline's destinations: `http` steps count their requests
+    /// there and hold jobs for a paused one ([`crate::runtime::control`]).
+    pub destinations: std::sync::Arc<crate::runtime::Destinations>,
+}
+
+impl StepContext {
+    /// The context of `pipeline`'s steps, with a destination list of its own.
+    pub fn new(pipeline: impl Into<String>, concurrency: usize) -> StepContext {
+        let pipeline = pipeline.into();
+        StepContext {
+            destinations: std::sync::Arc::new(crate::runtime::Destinations::new(&pipeline)),
+            pipeline,
+            concurrency,
+        }
+    }
 }
 
 /// A config value that cannot be used, naming the field within the

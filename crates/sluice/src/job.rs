@@ -34,6 +34,8 @@ pub struct Job {
     vars: BTreeMap<String, Value>,
     /// The template context, rebuilt only after a variable changes.
     context: Option<Value>,
+    /// Time held by a paused destination, which the job timeout skips.
+    pub(crate) hold: crate::runtime::control::Hold,
 }
 
 /// A decoded body (see [`crate::formats`]).
@@ -71,6 +73,7 @@ impl Job {
             envelope: Envelope::Raw,
             vars: BTreeMap::new(),
             context: None,
+            hold: Default::default(),
         }
     }
 

@@ -74,9 +74,10 @@ enum Command {
         /// Laravel's `queue:work --stop-when-empty`).
         #[arg(long)]
         stop_when_empty: bool,
-        /// Serve /metrics, /healthz and /readyz here (e.g.
-        /// 127.0.0.1:9600). A non-loopback address needs
-        /// SLUICE_ADMIN_TOKEN.
+        /// Serve the admin server here (e.g. 127.0.0.1:9600): the
+        /// dashboard, the control API, /metrics, /healthz and /readyz. A
+        /// non-loopback address needs SLUICE_ADMIN_TOKEN, which the control
+        /// API then requires.
         #[arg(long, value_name = "ADDR")]
         admin: Option<SocketAddr>,
     },
@@ -101,10 +102,24 @@ enum Command {
         dir: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
         progress: ProgressArg,
-        /// The admin server's address (/metrics, /healthz, /readyz); any
-        /// free port when this one is taken.
+        /// The admin server's address (dashboard, API, /metrics, /healthz,
+        /// /readyz); any free port when this one is taken.
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9600")]
         admin: SocketAddr,
+    },
+    /// Drive a running daemon's admin API: status, resize, pause, resume,
+    /// failures.
+    Ctl {
+        /// The admin server (default: $SLUICE_ADMIN_URL, else
+        /// http://127.0.0.1:9600). $SLUICE_ADMIN_TOKEN is sent as the
+        /// bearer token when set.
+        #[arg(long, value_name = "URL")]
+        admin: Option<String>,
+        /// Print the API's JSON answer as it came.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        action: CtlAction,
     },
     /// Serve the fault-injecting test receiver (for benchmarks and trials).
     Receiver {
@@ -120,6 +135,73 @@ enum Command {
         #[arg(long, default_value_t = 0.0)]
         throttle_rate: f64,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum CtlAction {
+    /// Each pipeline: state, in flight against its limit, counts, latency.
+    Status,
+    /// Set a pipeline's concurrency, effective at once (running jobs are
+    /// never interrupted).
+    Resize {
+        pipeline: String,
+        concurrency: usize,
+    },
+    /// Stop a pipeline taking messages (they stay in the broker); jobs in
+    /// flight finish.
+    Pause { pipeline: String },
+    /// Take messages again.
+    Resume { pipeline: String },
+    /// Hold the jobs about to send to one destination (scheme://host:port).
+    PauseDestination {
+        pipeline: String,
+        destination: String,
+    },
+    /// Let a paused destination's jobs go.
+    ResumeDestination {
+        pipeline: String,
+        destination: String,
+    },
+    /// The most recent failed attempts, newest first.
+    Failures {
+        #[arg(long)]
+        pipeline: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+}
+
+impl From<CtlAction> for sluice::admin::ctl::Request {
+    fn from(a: CtlAction) -> Self {
+        use sluice::admin::ctl::Request;
+        match a {
+            CtlAction::Status => Request::Status,
+            CtlAction::Resize {
+                pipeline,
+                concurrency,
+            } => Request::Resize {
+                pipeline,
+                concurrency,
+            },
+            CtlAction::Pause { pipeline } => Request::Pause { pipeline },
+            CtlAction::Resume { pipeline } => Request::Resume { pipeline },
+            CtlAction::PauseDestination {
+                pipeline,
+                destination,
+            } => Request::PauseDestination {
+                pipeline,
+                destination,
+            },
+            CtlAction::ResumeDestination {
+                pipeline,
+                destination,
+            } => Request::ResumeDestination {
+                pipeline,
+                destination,
+            },
+            CtlAction::Failures { pipeline, limit } => Request::Failures { pipeline, limit },
+        }
+    }
 }
 
 /// glibc's allocator serialises on arena locks when one thread frees what
@@ -162,7 +244,7 @@ async fn start_admin(
         anyhow::bail!(why);
     }
     let handle = sluice::admin::install_recorder().map_err(anyhow::Error::msg)?;
-    let state = Arc::new(sluice::admin::AdminState::new(Some(handle)));
+    let state = Arc::new(sluice::admin::AdminState::new(Some(handle)).with_token(token));
     let served = match sluice::admin::serve(addr, state.clone()).await {
         Err(e) if any_port_if_taken && e.kind() == std::io::ErrorKind::AddrInUse => {
             sluice::admin::serve(SocketAddr::new(addr.ip(), 0), state.clone()).await
@@ -170,7 +252,7 @@ async fn start_admin(
         other => other,
     };
     let (bound, _server) = served.with_context(|| format!("--admin: listening on {addr}"))?;
-    tracing::info!(address = %bound, "admin server: /metrics, /healthz, /readyz");
+    tracing::info!(address = %bound, "admin server: the dashboard at /, /api, /metrics, /healthz, /readyz");
     Ok((state, bound))
 }
 
@@ -237,7 +319,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             } => {
                 anyhow::ensure!(concurrency > 0, "--concurrency must be at least 1");
                 let (admin, bound) = start_admin(admin, true).await?;
-                eprintln!("admin server: http://{bound}/metrics, /healthz, /readyz");
+                eprintln!(
+                    "admin server: http://{bound}/ (the dashboard; /api, /metrics, /healthz, /readyz; try sluice ctl --admin http://{bound} status)"
+                );
                 let shutdown = Shutdown::new();
                 shutdown
                     .on_signals()
@@ -265,6 +349,24 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     out.delivered
                 );
                 Ok(ExitCode::from(out.report.exit_code() as u8))
+            }
+            Command::Ctl {
+                admin,
+                json,
+                action,
+            } => {
+                let base = admin
+                    .or_else(|| std::env::var("SLUICE_ADMIN_URL").ok())
+                    .unwrap_or_else(|| "http://127.0.0.1:9600".into());
+                let token = std::env::var("SLUICE_ADMIN_TOKEN").ok();
+                let request = action.into();
+                let answer = sluice::admin::ctl::send(&base, token.as_deref(), &request).await?;
+                if json {
+                    println!("{answer:#}");
+                } else {
+                    println!("{}", sluice::admin::ctl::render(&request, &answer));
+                }
+                Ok(ExitCode::SUCCESS)
             }
             Command::Receiver {
                 listen,

@@ -14,6 +14,16 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// A file of `n` jobs posted to `rx`, in `dir`.
 fn config(dir: &std::path::Path, n: usize, rx: &Receiver) -> std::path::PathBuf {
+    config_with(dir, n, rx, "")
+}
+
+/// [`config`] with more pipeline settings.
+fn config_with(
+    dir: &std::path::Path,
+    n: usize,
+    rx: &Receiver,
+    settings: &str,
+) -> std::path::PathBuf {
     let lines: String = (0..n).map(|id| format!("{{\"id\": {id}}}\n")).collect();
     std::fs::write(dir.join("jobs.ndjson"), lines).unwrap();
     let path = dir.join("sluice.toml");
@@ -24,6 +34,7 @@ fn config(dir: &std::path::Path, n: usize, rx: &Receiver) -> std::path::PathBuf 
 [[pipeline]]
 name = "admin-check"
 concurrency = 4
+{settings}
 [pipeline.source]
 type = "file"
 path = '{}'
@@ -32,11 +43,23 @@ type = "http"
 url = "{}/jobs/{{{{ body.id }}}}"
 "#,
             dir.join("jobs.ndjson").display(),
-            rx.url()
+            rx.url(),
         ),
     )
     .unwrap();
     path
+}
+
+/// The admin server's address, from the line the run logs.
+async fn admin_base(run: &mut process::Running) -> String {
+    let line = run.wait_for_log("admin server", WAIT).await;
+    let addr = line
+        .split("address=")
+        .nth(1)
+        .and_then(|a| a.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    format!("http://{addr}")
 }
 
 async fn get(url: &str) -> (u16, String) {
@@ -60,14 +83,7 @@ async fn run_serves_health_readiness_and_metrics() {
     // 2,000 jobs, 4 at a time at 20 ms: ~10 s, stopped long before.
     let cfg = config(dir.path(), 2000, &rx);
     let mut run = process::start(dir.path(), 0, &cfg, &["--admin", "127.0.0.1:0"]);
-    let line = run.wait_for_log("admin server", WAIT).await;
-    let addr = line
-        .split("address=")
-        .nth(1)
-        .and_then(|a| a.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned();
-    let base = format!("http://{addr}");
+    let base = admin_base(&mut run).await;
     assert_eq!(get(&format!("{base}/healthz")).await, (200, "ok\n".into()));
     tokio::time::timeout(WAIT, rx.wait_for_accepted(40))
         .await
@@ -168,4 +184,180 @@ async fn the_demo_serves_the_admin_routes_and_says_where() {
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("no port in {line:?}"));
     assert_ne!(port, 0, "the bound port, not the one asked for");
+}
+
+/// `sluice ctl` against the running daemon, with its environment.
+fn ctl(base: &str, token: Option<&str>, args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.args(["ctl", "--admin", base]).args(args);
+    cmd.env_remove("SLUICE_ADMIN_TOKEN");
+    if let Some(t) = token {
+        cmd.env("SLUICE_ADMIN_TOKEN", t);
+    }
+    cmd.output().expect("run sluice ctl")
+}
+
+fn ok(out: &std::process::Output) -> String {
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "sluice ctl failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+async fn pipeline(base: &str) -> serde_json::Value {
+    let (status, body) = get(&format!("{base}/api/pipelines/admin-check")).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Polls the pipeline until `cond` holds, for at most [`WAIT`].
+async fn until(
+    base: &str,
+    what: &str,
+    cond: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let p = pipeline(base).await;
+        if cond(&p) {
+            return p;
+        }
+        assert!(std::time::Instant::now() < deadline, "never {what}: {p}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn n(p: &serde_json::Value, field: &str) -> u64 {
+    p[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {field} in {p}"))
+}
+
+/// An operator resizes, pauses and resumes a running pipeline and one of
+/// its destinations with `sluice ctl`; the API, /metrics and the receiver
+/// agree on what happened, a paused destination's held jobs are not timed
+/// out, and the run still exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_resize_pause_and_resume_a_running_pipeline() {
+    let rx = Receiver::start(ReceiverConfig {
+        latency: (Duration::from_millis(20), Duration::from_millis(20)),
+        ..ReceiverConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // ~200 jobs/s at 4 in flight: 50,000 last far longer than the test.
+    let cfg = config_with(dir.path(), 50_000, &rx, "job_timeout_secs = 1");
+    let token = "tok'en\"with$quotes";
+    let mut run = process::start_env(
+        dir.path(),
+        0,
+        &cfg,
+        &["--admin", "127.0.0.1:0"],
+        &[("SLUICE_ADMIN_TOKEN", token)],
+    );
+    let base = admin_base(&mut run).await;
+    tokio::time::timeout(WAIT, rx.wait_for_accepted(20))
+        .await
+        .expect("jobs reach the receiver");
+    let status = ok(&ctl(&base, None, &["status"]));
+    assert!(
+        status.contains("admin-check") && status.contains("/ 4 "),
+        "{status}"
+    );
+
+    // Changing anything needs the token.
+    let refused = ctl(&base, None, &["resize", "admin-check", "12"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("admin token"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert_eq!(n(&pipeline(&base).await, "concurrency"), 4);
+
+    // Resize: the limit is the pool's at once, and more jobs run.
+    let out = ok(&ctl(&base, Some(token), &["resize", "admin-check", "12"]));
+    assert!(out.contains("/ 12 "), "{out}");
+    until(&base, "more than 4 in flight", |p| n(p, "in_flight") > 4).await;
+    let metrics = get(&format!("{base}/metrics")).await.1;
+    assert!(
+        metrics.contains("sluice_concurrency_limit{pipeline=\"admin-check\"} 12"),
+        "{metrics}"
+    );
+
+    // Pause: in-flight jobs finish and nothing more is taken.
+    ok(&ctl(&base, Some(token), &["pause", "admin-check"]));
+    let paused = until(&base, "drained while paused", |p| n(p, "in_flight") == 0).await;
+    assert_eq!(paused["state"], "paused");
+    let (received, sent) = (n(&paused, "received"), rx.total());
+    // Absence can only be watched for a while: half a second at ~600
+    // jobs/s would have taken hundreds more.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        n(&pipeline(&base).await, "received"),
+        received,
+        "paused: no intake"
+    );
+    assert_eq!(rx.total(), sent);
+    assert!(
+        metrics_value(
+            &base,
+            "sluice_pipeline_paused{pipeline=\"admin-check\",by=\"operator\"}"
+        )
+        .await
+            == 1.0
+    );
+    let (status, ready) = get(&format!("{base}/readyz")).await;
+    assert_eq!(status, 200, "a paused pipeline is still ready: {ready}");
+
+    // Resume: intake starts again.
+    ok(&ctl(&base, Some(token), &["resume", "admin-check"]));
+    until(&base, "receiving again", |p| n(p, "received") > received).await;
+
+    // Pause the one destination: its jobs wait in their slots, past the
+    // 1 s job timeout without being timed out, until it is resumed.
+    // scheme://host:port, as the receiver's URL is written.
+    let destination = rx.url();
+    let listed = pipeline(&base).await;
+    assert_eq!(
+        listed["destinations"][0]["destination"],
+        destination.as_str(),
+        "{listed}"
+    );
+    ok(&ctl(
+        &base,
+        Some(token),
+        &["pause-destination", "admin-check", &destination],
+    ));
+    until(&base, "every slot held", |p| n(p, "in_flight") == 12).await;
+    let sent = rx.total();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(rx.total(), sent, "nothing sent to a paused destination");
+    let before = rx.accepted();
+    ok(&ctl(
+        &base,
+        Some(token),
+        &["resume-destination", "admin-check", &destination],
+    ));
+    tokio::time::timeout(WAIT, rx.wait_for_accepted(before + 50))
+        .await
+        .expect("the held jobs go once the destination is resumed");
+    let p = pipeline(&base).await;
+    assert_eq!(n(&p, "retried"), 0, "no held job was timed out: {p}");
+    assert_eq!(ok(&ctl(&base, None, &["failures"])).trim(), "no failures");
+
+    run.signal("TERM");
+    let status = run.wait(WAIT).await;
+    assert_eq!(status.code(), Some(0), "{}", run.log());
+}
+
+async fn metrics_value(base: &str, series: &str) -> f64 {
+    let text = get(&format!("{base}/metrics")).await.1;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
 }

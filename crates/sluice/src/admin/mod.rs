@@ -1,17 +1,38 @@
 //! The admin server: one HTTP server in the daemon for operators and their
-//! tools. `sluice run --admin 127.0.0.1:9600` starts it.
+//! tools. `sluice run --admin 127.0.0.1:9600` starts it; `sluice demo`
+//! always does.
 //!
 //! | endpoint | answers |
 //! |---|---|
+//! | `GET /` | the dashboard: live charts of each pipeline, its recent failures, and controls to resize, pause and resume it (one page, embedded in the binary, no CDN) |
 //! | `GET /metrics` | every metric ([`crate::telemetry`]) in Prometheus' text format, and the process's own (`process_resident_memory_bytes`, `process_cpu_seconds_total`, `process_open_fds`, `process_max_fds`, `process_threads`...), read at each scrape |
 //! | `GET /healthz` | 200 while the process serves: a liveness probe |
-//! | `GET /readyz` | 200 when every pipeline is receiving, else 503; JSON naming each pipeline's state (`starting`, `running`, `failing`: its source cannot reach its broker, `stopped`) |
+//! | `GET /readyz` | 200 when every pipeline is receiving (or paused by an operator), else 503; JSON naming each pipeline's state (`starting`, `running`, `failing`: its source cannot reach its broker, `stopped`) |
+//! | `GET /api/pipelines`, `GET /api/pipelines/{name}` | each pipeline's live state and counts (below) |
+//! | `PUT /api/pipelines/{name}/concurrency` `{"concurrency": 50}` | resizes it at once; no running job is interrupted |
+//! | `POST /api/pipelines/{name}/pause`, `.../resume` | stops taking messages (they stay in the broker; jobs in flight finish), takes them again |
+//! | `POST /api/pipelines/{name}/destinations/pause`, `.../resume` `{"destination": "https://host:443"}` | holds, then lets go, the jobs about to send to one destination ([`crate::runtime::control`]) |
+//! | `GET /api/failures?pipeline=NAME&limit=N` | the most recent failed attempts, newest first: time, pipeline, message id, attempt, outcome, reason (secrets cut) |
 //!
-//! It binds where it is told, 127.0.0.1 unless given another address; a
-//! non-loopback address needs a token (`SLUICE_ADMIN_TOKEN`), which the
-//! control endpoints that change a running daemon will require. No
-//! response carries a secret: metric labels are pipeline, step and source
-//! names, and the text passes through [`crate::redact`].
+//! A pipeline reads `{"name", "state", "health", "paused", "breaker_open",
+//! "concurrency", "in_flight", "received", "succeeded", "retried",
+//! "dead_lettered", "released", "revoked", "settle_errors", "latency_ms":
+//! {"p50", "p99", "recent_p50", "recent_p99"}, "backlog", "progress",
+//! "destinations": [{"destination", "paused"}]}`. `state` is `paused`
+//! while an operator paused it, else its health.
+//!
+//! Safe by default: it binds where it is told, 127.0.0.1 unless given
+//! another address, and a non-loopback address needs a token
+//! (`SLUICE_ADMIN_TOKEN`). With a token set, every request that changes
+//! the daemon needs `Authorization: Bearer TOKEN`. Such requests must
+//! also be `Content-Type: application/json` and come from no other origin
+//! than the server's own, so a web page in the operator's browser cannot
+//! forge one. No response carries a secret: metric labels are pipeline,
+//! step, destination and source names, and the text passes through
+//! [`crate::redact`]. `sluice ctl` drives the API from a terminal.
+
+mod api;
+pub mod ctl;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -19,27 +40,53 @@ use std::sync::{Arc, RwLock};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Json};
-use axum::routing::get;
+use axum::response::{Html, IntoResponse, Json};
+use axum::routing::{get, post, put};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 
+use crate::runtime::Control;
+use crate::sources::{Backlog, SourceProgress};
 use crate::telemetry::PipelineCounts;
 use crate::telemetry::events::Health;
+use crate::worker::Worker;
 
-/// What the endpoints read: the Prometheus recorder's handle and each
-/// pipeline's counts, registered once its worker is built.
+/// One pipeline as the admin server sees it.
+#[derive(Clone, Debug)]
+pub struct Registered {
+    pub counts: Arc<PipelineCounts>,
+    pub control: Arc<Control>,
+    pub backlog: Option<Arc<Backlog>>,
+    pub progress: Option<Arc<SourceProgress>>,
+}
+
+impl Registered {
+    /// What `worker` shows.
+    pub fn of(worker: &Worker) -> Registered {
+        Registered {
+            counts: worker.counts(),
+            control: worker.control(),
+            backlog: worker.backlog(),
+            progress: worker.progress(),
+        }
+    }
+}
+
+/// What the endpoints read: the Prometheus recorder's handle, the token
+/// mutations need, and each pipeline, registered once its worker is built.
 #[derive(Default)]
 pub struct AdminState {
     prometheus: Option<PrometheusHandle>,
     process: metrics_process::Collector,
-    pipelines: RwLock<Vec<Arc<PipelineCounts>>>,
+    token: Option<String>,
+    pipelines: RwLock<Vec<Registered>>,
 }
 
 impl std::fmt::Debug for AdminState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdminState")
             .field("pipelines", &self.health())
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
             .finish_non_exhaustive()
     }
 }
@@ -52,24 +99,46 @@ impl AdminState {
         AdminState {
             prometheus,
             process,
+            token: None,
             pipelines: RwLock::default(),
         }
     }
 
-    /// Adds a pipeline to `/readyz`.
-    pub fn register(&self, counts: Arc<PipelineCounts>) {
+    /// Requests that change the daemon need `Authorization: Bearer
+    /// token`; a blank token is none.
+    pub fn with_token(mut self, token: Option<String>) -> AdminState {
+        self.token = token.filter(|t| !t.trim().is_empty());
+        self
+    }
+
+    /// Adds a pipeline to `/readyz` and the API.
+    pub fn register(&self, pipeline: Registered) {
         self.pipelines
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .push(counts);
+            .push(pipeline);
     }
 
-    fn health(&self) -> Vec<(String, Health)> {
+    fn pipelines(&self) -> Vec<Registered> {
+        self.pipelines
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn pipeline(&self, name: &str) -> Option<Registered> {
         self.pipelines
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(|c| (c.pipeline.clone(), c.health()))
+            .find(|p| p.counts.pipeline == name)
+            .cloned()
+    }
+
+    fn health(&self) -> Vec<(String, Health)> {
+        self.pipelines()
+            .iter()
+            .map(|p| (p.counts.pipeline.clone(), p.counts.health()))
             .collect()
     }
 }
@@ -89,11 +158,50 @@ pub fn install_recorder() -> Result<PrometheusHandle, String> {
 
 /// The admin routes.
 pub fn router(state: Arc<AdminState>) -> Router {
+    let control = Router::new()
+        .route("/api/pipelines/{name}/concurrency", put(api::resize))
+        .route("/api/pipelines/{name}/pause", post(api::pause))
+        .route("/api/pipelines/{name}/resume", post(api::resume))
+        .route(
+            "/api/pipelines/{name}/destinations/pause",
+            post(api::pause_destination),
+        )
+        .route(
+            "/api/pipelines/{name}/destinations/resume",
+            post(api::resume_destination),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            api::guard,
+        ));
     Router::new()
+        .route("/", get(dashboard))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/api/pipelines", get(api::list))
+        .route("/api/pipelines/{name}", get(api::one))
+        .route("/api/failures", get(api::failures))
+        .merge(control)
+        .fallback(api::not_found)
         .with_state(state)
+}
+
+/// The dashboard page (`dashboard.html`, embedded).
+async fn dashboard() -> impl IntoResponse {
+    (
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            // Everything it needs is inline; it talks to this server only.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                 img-src data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+                 frame-ancestors 'none'",
+            ),
+        ],
+        Html(include_str!("dashboard.html")),
+    )
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
@@ -139,7 +247,7 @@ pub fn refusal(addr: SocketAddr, token: Option<&str>) -> Option<String> {
     (!addr.ip().is_loopback() && !has_token).then(|| {
         format!(
             "--admin {addr}: a non-loopback address needs a token: set SLUICE_ADMIN_TOKEN (the \
-             control endpoints will require it), or bind 127.0.0.1 behind a proxy"
+             control endpoints then require it), or bind 127.0.0.1 behind a proxy"
         )
     })
 }
@@ -161,13 +269,24 @@ pub async fn serve(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use axum::body::Body;
     use axum::http::Request;
     use tower::ServiceExt;
 
-    async fn get(app: Router, path: &str) -> (StatusCode, String) {
+    /// A registered pipeline with no worker behind it.
+    pub(super) fn pipeline(name: &str) -> Registered {
+        let destinations = Arc::new(crate::runtime::Destinations::new(name));
+        Registered {
+            counts: Arc::new(PipelineCounts::new(name)),
+            control: Arc::new(Control::new(name, 8, 0, destinations)),
+            backlog: None,
+            progress: None,
+        }
+    }
+
+    pub(super) async fn get(app: Router, path: &str) -> (StatusCode, String) {
         let res = app
             .oneshot(Request::get(path).body(Body::empty()).unwrap())
             .await
@@ -185,10 +304,10 @@ mod tests {
         let app = router(state.clone());
         let (status, _) = get(app.clone(), "/readyz").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "no pipeline yet");
-        let a = Arc::new(PipelineCounts::new("a"));
-        let b = Arc::new(PipelineCounts::new("b"));
+        let (a, b) = (pipeline("a"), pipeline("b"));
         state.register(a.clone());
         state.register(b.clone());
+        let (a, b) = (a.counts, b.counts);
         a.set_health(Health::Running);
         let (status, body) = get(app.clone(), "/readyz").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");

@@ -6,6 +6,7 @@
 //! hard one) to what the config needs.
 
 use std::io;
+use std::sync::Mutex;
 
 use rlimit::Resource;
 
@@ -21,13 +22,47 @@ pub const MARGIN: u64 = 256;
 /// plus [`MARGIN`].
 pub fn needed(pipelines: &[PipelineConfig]) -> u64 {
     pipelines.iter().fold(MARGIN, |sum, p| {
-        let connecting = p
-            .steps
-            .iter()
-            .filter(|s| matches!(s, StepConfig::Http(_) | StepConfig::Fetch(_)))
-            .count() as u64;
-        sum.saturating_add((p.concurrency as u64).saturating_mul(connecting + 1))
+        sum.saturating_add((p.concurrency as u64).saturating_mul(files_per_job(p)))
     })
+}
+
+/// Open files one job of `p` in flight may hold: one for each step that
+/// connects, and one more for a connection being replaced.
+pub fn files_per_job(p: &PipelineConfig) -> u64 {
+    let connecting = p
+        .steps
+        .iter()
+        .filter(|s| matches!(s, StepConfig::Http(_) | StepConfig::Fetch(_)))
+        .count() as u64;
+    connecting + 1
+}
+
+/// What the running pipelines need now, as `run` raised the limit to and
+/// as resizes since have changed it.
+static IN_USE: Mutex<u64> = Mutex::new(0);
+
+/// Records that `run` raised the limit for `needed` open files.
+pub(crate) fn started(needed: u64) {
+    *IN_USE.lock().unwrap_or_else(|p| p.into_inner()) = needed;
+}
+
+/// A pipeline goes from `from` to `to` jobs in flight, each holding up to
+/// `per_job` open files: raises the soft limit when it grows, or says why
+/// it cannot (the hard limit).
+pub(crate) fn resize(from: usize, to: usize, per_job: u64) -> Result<(), (u64, u64)> {
+    let mut in_use = IN_USE.lock().unwrap_or_else(|p| p.into_inner());
+    let base = (*in_use).max(MARGIN);
+    let without = base.saturating_sub((from as u64).saturating_mul(per_job));
+    let needed = without.saturating_add((to as u64).saturating_mul(per_job));
+    if to > from {
+        let hard = current().map(|(_, hard)| hard).unwrap_or(u64::MAX);
+        if needed > hard {
+            return Err((needed, hard));
+        }
+        raise(needed).map_err(|_| (needed, hard))?;
+    }
+    *in_use = needed;
+    Ok(())
 }
 
 /// The process's open-files limits: (soft, hard).

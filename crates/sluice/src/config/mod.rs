@@ -294,9 +294,7 @@ impl Loaded {
             source
                 .check()
                 .map_err(|e| self.error_at(&source_at.clone().key(&e.field), e.message))?;
-            let cx = StepContext {
-                concurrency: p.concurrency,
-            };
+            let cx = StepContext::new(&p.name, p.concurrency);
             let mut steps = Vec::new();
             for (j, s) in p.steps.iter().enumerate() {
                 let step_at = at.clone().key("step").index(j);
@@ -348,6 +346,7 @@ impl Loaded {
                 name: p.name.clone(),
                 steps: Steps::new(&p.name, format, steps),
                 retry,
+                destinations: cx.destinations,
             });
         }
         // The hard limit is what `run` can raise the soft one to.
@@ -376,7 +375,9 @@ impl Loaded {
     /// pipeline. Nothing runs until the workers do.
     pub async fn workers(&self, opts: &RunOptions) -> Result<Vec<Worker>, ConfigError> {
         let plans = self.plans()?;
-        limits::raise(limits::needed(&self.config.pipelines)).map_err(|message| ConfigError {
+        let needed = limits::needed(&self.config.pipelines);
+        limits::started(needed);
+        limits::raise(needed).map_err(|message| ConfigError {
             file: self.file.clone(),
             line: None,
             field: None,
@@ -408,6 +409,8 @@ impl Loaded {
                 .handler(plan.steps)
                 .shared_retry(plan.retry)
                 .concurrency(p.concurrency)
+                .destinations(plan.destinations)
+                .files_per_job(limits::files_per_job(p))
                 .job_timeout(Duration::from_secs(p.job_timeout_secs))
                 .max_body_bytes(p.max_body_bytes)
                 .shutdown(opts.shutdown.clone())
@@ -431,6 +434,7 @@ struct Plan {
     name: String,
     steps: Steps,
     retry: Arc<dyn RetryPolicy>,
+    destinations: Arc<crate::runtime::Destinations>,
 }
 
 /// How a run is driven.
@@ -454,7 +458,7 @@ pub async fn run(loaded: &Loaded, opts: RunOptions) -> Result<RunReport, ConfigE
     crate::telemetry::describe();
     if let Some(admin) = &opts.admin {
         for w in &workers {
-            admin.register(w.counts());
+            admin.register(crate::admin::Registered::of(w));
         }
     }
     let started = Instant::now();

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::control::Hold;
 use super::heartbeat::Lease;
 use super::order::Order;
 use crate::handler::Handler;
@@ -43,7 +44,7 @@ pub(super) struct Ctx {
     pub cancel: CancellationToken,
     pub order: Order,
     /// Pauses intake and retries while the destination keeps failing.
-    pub breaker: super::breaker::Breaker,
+    pub breaker: Arc<super::breaker::Breaker>,
     /// Messages whose job was dropped before it settled (a hard cancel at
     /// the end of the settle grace), to be released.
     pub orphans: mpsc::UnboundedSender<Box<dyn Acker>>,
@@ -297,10 +298,11 @@ async fn attempt(ctx: &Ctx, message: &Message) -> Result<(), JobError> {
         .with_attributes(message.attributes.clone());
     job.key = message.key.clone();
     job.fields = message.fields.clone();
+    let hold = job.hold.clone();
     let run = AssertUnwindSafe(ctx.handler.call(job)).catch_unwind();
     let ran = match ctx.job_timeout {
         None => Ok(run.await),
-        Some(t) => tokio::time::timeout(t, run).await,
+        Some(t) => within(t, &hold, run).await,
     };
     match ran {
         Ok(Ok(r)) => r,
@@ -316,6 +318,31 @@ async fn attempt(ctx: &Ctx, message: &Message) -> Result<(), JobError> {
             "the job took longer than job_timeout_secs ({} s) and was stopped",
             ctx.job_timeout.unwrap_or_default().as_secs()
         ))),
+    }
+}
+
+/// Runs `run` for at most `limit`, not counting the time it was held by
+/// a paused destination (`hold`).
+async fn within<F: std::future::Future>(
+    limit: Duration,
+    hold: &Hold,
+    run: F,
+) -> Result<F::Output, ()> {
+    let started = Instant::now();
+    let mut run = std::pin::pin!(run);
+    let mut deadline = started + limit;
+    loop {
+        tokio::select! {
+            out = &mut run => return Ok(out),
+            () = tokio::time::sleep_until(deadline) => match hold.held() {
+                // Held now: look again a whole limit later.
+                None => deadline = Instant::now() + limit,
+                Some(held) if started + limit + held > Instant::now() => {
+                    deadline = started + limit + held;
+                }
+                Some(_) => return Err(()),
+            },
+        }
     }
 }
 

@@ -36,6 +36,8 @@ pub(crate) const MAX_INTERVAL: Duration = Duration::from_secs(30);
 
 pub(crate) struct Breaker {
     pipeline: String,
+    /// `sluice_pipeline_paused{by="breaker"}`.
+    gauge: metrics::Gauge,
     /// 0: never opens.
     threshold: u32,
     /// Retryable failures in a row.
@@ -74,7 +76,10 @@ pub(crate) struct Ticket<'a> {
 impl Breaker {
     pub(crate) fn new(pipeline: &str, threshold: u32) -> Breaker {
         let now = Instant::now();
+        let gauge = metrics::gauge!(crate::telemetry::PIPELINE_PAUSED, "pipeline" => pipeline.to_owned(), "by" => "breaker");
+        gauge.set(0.0);
         Breaker {
+            gauge,
             pipeline: pipeline.to_owned(),
             threshold,
             failures: AtomicU32::new(0),
@@ -192,6 +197,7 @@ impl Breaker {
             return;
         }
         self.open.store(false, Relaxed);
+        self.gauge.set(0.0);
         s.probing = false;
         s.interval = FIRST_INTERVAL;
         info!(pipeline = %self.pipeline, paused_secs = s.opened.elapsed().as_secs(), "resuming intake: an attempt succeeded");
@@ -221,6 +227,7 @@ impl Breaker {
             return;
         }
         self.open.store(true, Relaxed);
+        self.gauge.set(1.0);
         s.generation += 1;
         s.probing = false;
         let now = Instant::now();

@@ -19,12 +19,14 @@
 
 mod attempt;
 mod breaker;
+pub mod control;
 mod heartbeat;
 mod order;
 mod progress;
 mod report;
 mod shutdown;
 
+pub use control::{Control, Destinations};
 pub use progress::{Progress, Running, Shown, start as start_progress, summary};
 pub use report::{EXIT_DEAD_LETTERED, EXIT_UNSETTLED, End, PipelineReport, RunReport};
 pub use shutdown::Shutdown;
@@ -51,7 +53,7 @@ pub(crate) struct Parts {
     pub handler: Arc<dyn Handler>,
     pub retry: Arc<dyn RetryPolicy>,
     pub dead_letters: Arc<dyn DeadLetterTarget>,
-    pub concurrency: usize,
+    pub control: Arc<Control>,
     pub job_timeout: Option<Duration>,
     pub max_body_bytes: u64,
     pub shutdown: Shutdown,
@@ -76,7 +78,7 @@ pub(crate) async fn drive(parts: Parts) -> PipelineReport {
         handler,
         retry,
         dead_letters,
-        concurrency,
+        control,
         job_timeout,
         max_body_bytes,
         shutdown,
@@ -88,10 +90,11 @@ pub(crate) async fn drive(parts: Parts) -> PipelineReport {
     // No wait queue: a message is received only into a reserved place.
     // Ordering keys run one at a time.
     let pool = Pool::builder()
-        .concurrency(concurrency)
+        .concurrency(control.concurrency())
         .queue_capacity(0)
         .per_key(KeyLimit::concurrency(1))
         .build();
+    control.attach(&pool);
     let (orphans, mut orphaned) = mpsc::unbounded_channel::<Box<dyn Acker>>();
     let releaser = {
         let counts = counts.clone();
@@ -125,7 +128,7 @@ pub(crate) async fn drive(parts: Parts) -> PipelineReport {
         stopping: CancellationToken::new(),
         cancel: CancellationToken::new(),
         order: Default::default(),
-        breaker: breaker::Breaker::new(&name, pause_after_failures),
+        breaker: control.breaker(pause_after_failures),
         orphans,
     });
     let heartbeat = ctx.caps.lease.map(heartbeat::Heartbeat::new);
@@ -134,9 +137,15 @@ pub(crate) async fn drive(parts: Parts) -> PipelineReport {
     }
     let mut end = End::Stopped;
     let mut pause = Duration::from_millis(100);
-    info!(pipeline = %name, concurrency, "pipeline started");
+    info!(pipeline = %name, concurrency = control.concurrency(), "pipeline started");
     counts.set_health(Health::Running);
     loop {
+        // Paused by an operator: nothing, until resumed.
+        tokio::select! {
+            biased;
+            _ = shutdown.requested() => break,
+            () = control.unpaused() => {}
+        }
         // While the breaker is open, nothing (or one message to probe with).
         let most = tokio::select! {
             biased;
@@ -148,6 +157,10 @@ pub(crate) async fn drive(parts: Parts) -> PipelineReport {
             _ = shutdown.requested() => break,
             p = pool.reserve() => p.expect("the pool is closed only after this loop"),
         };
+        if control.is_paused() {
+            // Paused while waiting for a place: give it back.
+            continue;
+        }
         let mut places = vec![first];
         while places.len() < most {
             match pool.try_reserve() {
@@ -158,6 +171,8 @@ pub(crate) async fn drive(parts: Parts) -> PipelineReport {
         let got = tokio::select! {
             biased;
             _ = shutdown.requested() => break,
+            // Receives are cancel-safe: a pause need not wait out a long poll.
+            () = control.paused() => continue,
             r = source.receive(places.len()) => r,
         };
         let deliveries = match got {

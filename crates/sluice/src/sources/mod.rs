@@ -225,6 +225,45 @@ pub trait Source: Send + 'static {
     fn progress(&self) -> Option<Arc<SourceProgress>> {
         None
     }
+
+    /// How many messages wait in the broker, where it says (Kafka: the
+    /// lag of the assigned partitions, summed), for the admin API and
+    /// `sluice_source_backlog`.
+    fn backlog(&self) -> Option<Arc<Backlog>> {
+        None
+    }
+}
+
+/// Messages waiting in the broker for one pipeline, set by its source as
+/// the broker reports it (`sluice_source_backlog`).
+#[derive(Debug)]
+pub struct Backlog {
+    /// `u64::MAX` until the broker first says.
+    messages: AtomicU64,
+    gauge: metrics::Gauge,
+}
+
+impl Backlog {
+    /// The backlog of `pipeline`'s source, not known yet.
+    pub fn new(pipeline: &str) -> Backlog {
+        Backlog {
+            messages: AtomicU64::new(u64::MAX),
+            gauge: metrics::gauge!(crate::telemetry::SOURCE_BACKLOG, "pipeline" => pipeline.to_owned()),
+        }
+    }
+
+    /// The broker says `n` messages wait.
+    pub fn set(&self, n: u64) {
+        self.messages
+            .store(n.min(u64::MAX - 1), std::sync::atomic::Ordering::Relaxed);
+        self.gauge.set(n as f64);
+    }
+
+    /// The last count, if the broker said one.
+    pub fn get(&self) -> Option<u64> {
+        let n = self.messages.load(std::sync::atomic::Ordering::Relaxed);
+        (n != u64::MAX).then_some(n)
+    }
 }
 
 /// A message that failed for good, on its way to a [`DeadLetterTarget`].

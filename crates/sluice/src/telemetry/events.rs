@@ -2,15 +2,16 @@
 //! logs it (where a person should see it) and counts it, in one place: the
 //! counts are both the metrics and what the run report reads.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use metrics::{Counter, Gauge, counter, gauge, histogram};
 use sluice_pool::Histogram;
 use tracing::{debug, error, warn};
 
-use super::{IN_FLIGHT, JOB_DURATION, JOBS, RECEIVED, SETTLE_ERRORS};
+use super::{IN_FLIGHT, JOB_DURATION, JOBS, RECEIVED, RECEIVES, SETTLE_ERRORS};
 
 /// A count kept once: the number the report reads and the metric the
 /// exporter reads go up together.
@@ -60,11 +61,60 @@ pub struct PipelineCounts {
     pub deferred: Count,
     /// Settlements the source or the dead-letter target refused.
     pub settle_errors: Count,
+    /// Receive calls that returned messages.
+    pub receives: Count,
+    /// Receive calls that returned none.
+    pub empty_receives: Count,
     in_flight: Gauge,
     job_duration: metrics::Histogram,
-    latency: Mutex<Histogram>,
+    latency: Mutex<Latency>,
     failure_lines: LogBudget,
+    failures: Mutex<VecDeque<Failure>>,
     health: std::sync::atomic::AtomicU8,
+}
+
+/// Attempt times: since the start, and of the last whole
+/// [`LATENCY_WINDOW`] for live displays.
+#[derive(Debug)]
+struct Latency {
+    all: Histogram,
+    window_start: Instant,
+    current: Histogram,
+    last: Histogram,
+}
+
+/// See [`PipelineCounts::recent_latency`].
+pub const LATENCY_WINDOW: Duration = Duration::from_secs(5);
+
+impl Latency {
+    fn rotate(&mut self, now: Instant) {
+        let age = now.duration_since(self.window_start);
+        if age >= LATENCY_WINDOW {
+            self.last = if age >= LATENCY_WINDOW * 2 {
+                // Nothing recorded in the window just past.
+                Histogram::default()
+            } else {
+                std::mem::take(&mut self.current)
+            };
+            self.current = Histogram::default();
+            self.window_start = now;
+        }
+    }
+}
+
+/// Failures a pipeline keeps for the admin API, the newest.
+pub const RECENT_FAILURES: usize = 100;
+
+/// A failed attempt, as the admin API lists it.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub at: SystemTime,
+    pub message_id: String,
+    pub attempt: u32,
+    /// `retried` or `dead_lettered`.
+    pub outcome: &'static str,
+    /// Why, secrets cut out ([`crate::redact`]).
+    pub reason: String,
 }
 
 /// Where a pipeline is, for readiness probes.
@@ -129,10 +179,22 @@ impl PipelineCounts {
             revoked: outcome("revoked"),
             deferred: outcome("deferred"),
             settle_errors: Count::new(counter!(SETTLE_ERRORS, "pipeline" => p.clone())),
+            receives: Count::new(
+                counter!(RECEIVES, "pipeline" => p.clone(), "result" => "messages"),
+            ),
+            empty_receives: Count::new(
+                counter!(RECEIVES, "pipeline" => p.clone(), "result" => "empty"),
+            ),
             in_flight: gauge!(IN_FLIGHT, "pipeline" => p.clone()),
             job_duration: histogram!(JOB_DURATION, "pipeline" => p),
-            latency: Mutex::new(Histogram::default()),
+            latency: Mutex::new(Latency {
+                all: Histogram::default(),
+                window_start: Instant::now(),
+                current: Histogram::default(),
+                last: Histogram::default(),
+            }),
             failure_lines: LogBudget::default(),
+            failures: Mutex::new(VecDeque::with_capacity(16)),
             health: std::sync::atomic::AtomicU8::new(0),
         }
     }
@@ -148,7 +210,38 @@ impl PipelineCounts {
         self.latency
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .all
             .clone()
+    }
+
+    /// The attempt times of the last whole [`LATENCY_WINDOW`] (empty when
+    /// none ended in it), for live displays.
+    pub fn recent_latency(&self) -> Histogram {
+        let mut l = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        l.rotate(Instant::now());
+        l.last.clone()
+    }
+
+    /// The most recent failed attempts (at most [`RECENT_FAILURES`]),
+    /// newest first.
+    pub fn recent_failures(&self) -> Vec<Failure> {
+        let ring = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        ring.iter().rev().cloned().collect()
+    }
+
+    fn failed(&self, message_id: &str, attempt: u32, outcome: &'static str, reason: &str) {
+        let failure = Failure {
+            at: SystemTime::now(),
+            message_id: message_id.to_owned(),
+            attempt,
+            outcome,
+            reason: crate::redact::redact(reason).into_owned(),
+        };
+        let mut ring = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if ring.len() == RECENT_FAILURES {
+            ring.pop_front();
+        }
+        ring.push_back(failure);
     }
 
     /// Messages received and not settled, released or revoked yet.
@@ -247,6 +340,11 @@ impl Event for Received {
     fn emit(self, c: &PipelineCounts) {
         c.received.add(self.count);
         c.in_flight.increment(self.count as f64);
+        if self.count == 0 {
+            c.empty_receives.add(1);
+        } else {
+            c.receives.add(1);
+        }
     }
 }
 
@@ -270,10 +368,10 @@ pub struct AttemptEnded {
 impl Event for AttemptEnded {
     fn emit(self, c: &PipelineCounts) {
         c.job_duration.record(self.took);
-        c.latency
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .record(self.took);
+        let mut l = c.latency.lock().unwrap_or_else(|p| p.into_inner());
+        l.rotate(Instant::now());
+        l.all.record(self.took);
+        l.current.record(self.took);
     }
 }
 
@@ -299,6 +397,7 @@ pub struct JobRetried<'a> {
 impl Event for JobRetried<'_> {
     fn emit(self, c: &PipelineCounts) {
         c.retried.add(1);
+        c.failed(self.id, self.attempt, "retried", self.reason);
         let retry_in_ms = self.delay.as_millis() as u64;
         if c.failure_lines.admit(&c.pipeline) {
             warn!(
@@ -327,6 +426,7 @@ pub struct JobDeadLettered<'a> {
 impl Event for JobDeadLettered<'_> {
     fn emit(self, c: &PipelineCounts) {
         c.dead_lettered.add(1);
+        c.failed(self.id, self.attempt, "dead_lettered", self.reason);
         if c.failure_lines.admit(&c.pipeline) {
             warn!(
                 pipeline = %c.pipeline, message_id = %self.id, attempt = self.attempt,

@@ -15,6 +15,11 @@
 //! | `sluice_step_duration_seconds` | histogram | `pipeline`, `step` (`1:extract`...) |
 //! | `sluice_settle_errors_total` | counter | `pipeline` |
 //! | `sluice_received_total` | counter | `pipeline` |
+//! | `sluice_receives_total` | counter | `pipeline`, `result` = `messages` \| `empty` |
+//! | `sluice_concurrency_limit` | gauge | `pipeline` |
+//! | `sluice_pipeline_paused` | gauge | `pipeline`, `by` = `operator` \| `breaker` |
+//! | `sluice_source_backlog` | gauge | `pipeline` (where the broker says: Kafka's lag summed, SQS's visible messages) |
+//! | `sluice_http_requests_total` | counter | `pipeline`, `destination` (`scheme://host:port`), `status_class` = `2xx` \| `3xx` \| `4xx` \| `5xx` \| `error` |
 //! | `sluice_sqs_requests_total` | counter | `queue`, `op` = `receive` \| `empty_receive` \| `delete` \| `visibility` \| `send` |
 //! | `sluice_kafka_consumer_lag` | gauge | `pipeline`, `topic`, `partition` |
 //! | `sluice_kafka_commits_total` | counter | `pipeline`, `result` = `ok` \| `failed` |
@@ -33,6 +38,11 @@ pub const JOB_DURATION: &str = "sluice_job_duration_seconds";
 pub const STEP_DURATION: &str = "sluice_step_duration_seconds";
 pub const SETTLE_ERRORS: &str = "sluice_settle_errors_total";
 pub const RECEIVED: &str = "sluice_received_total";
+pub const RECEIVES: &str = "sluice_receives_total";
+pub const CONCURRENCY_LIMIT: &str = "sluice_concurrency_limit";
+pub const PIPELINE_PAUSED: &str = "sluice_pipeline_paused";
+pub const SOURCE_BACKLOG: &str = "sluice_source_backlog";
+pub const HTTP_REQUESTS: &str = "sluice_http_requests_total";
 pub const SQS_REQUESTS: &str = "sluice_sqs_requests_total";
 pub const KAFKA_LAG: &str = "sluice_kafka_consumer_lag";
 pub const KAFKA_COMMITS: &str = "sluice_kafka_commits_total";
@@ -58,6 +68,23 @@ pub fn describe() {
         "Acks, retries, dead letters or releases the source refused."
     );
     describe_counter!(RECEIVED, "Messages received from the source.");
+    describe_counter!(
+        RECEIVES,
+        "Receive calls to the source, by whether they returned messages."
+    );
+    describe_gauge!(CONCURRENCY_LIMIT, "The pipeline's concurrency limit now.");
+    describe_gauge!(
+        PIPELINE_PAUSED,
+        "1 while the pipeline takes no messages: paused by an operator, or by its circuit breaker."
+    );
+    describe_gauge!(
+        SOURCE_BACKLOG,
+        "Messages waiting in the source, where the broker reports it."
+    );
+    describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP requests of http steps, by destination and status class (error: no answer)."
+    );
     describe_counter!(
         SQS_REQUESTS,
         "SQS API calls, by kind; empty_receive counts receives that returned nothing."

@@ -33,8 +33,8 @@ use std::time::Duration;
 
 pub use crate::handler::{Handler, ServiceHandler, service};
 use crate::retry::{Retry, RetryPolicy};
-use crate::runtime::{self, PipelineReport, Shutdown};
-use crate::sources::{DeadLetterTarget, Source, SourceProgress};
+use crate::runtime::{self, Control, Destinations, PipelineReport, Shutdown};
+use crate::sources::{Backlog, DeadLetterTarget, Source, SourceProgress};
 use crate::telemetry::PipelineCounts;
 
 /// Why a worker cannot be built.
@@ -63,7 +63,7 @@ pub struct Worker {
     handler: Arc<dyn Handler>,
     retry: Arc<dyn RetryPolicy>,
     dead_letters: Arc<dyn DeadLetterTarget>,
-    concurrency: usize,
+    control: Arc<Control>,
     job_timeout: Option<Duration>,
     max_body_bytes: u64,
     shutdown: Shutdown,
@@ -76,7 +76,7 @@ impl fmt::Debug for Worker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Worker")
             .field("name", &self.name)
-            .field("concurrency", &self.concurrency)
+            .field("concurrency", &self.control.concurrency())
             .field("retry", &self.retry)
             .field("dead_letters", &self.dead_letters.name())
             .finish_non_exhaustive()
@@ -98,7 +98,20 @@ impl Worker {
             shutdown: Shutdown::new(),
             shutdown_timeout: Duration::from_secs(30),
             pause_after_failures: DEFAULT_PAUSE_AFTER_FAILURES,
+            destinations: None,
+            files_per_job: 0,
         }
+    }
+
+    /// The worker's switches: resize, pause, resume, destinations; they
+    /// work before and while it runs ([`crate::runtime::control`]).
+    pub fn control(&self) -> Arc<Control> {
+        self.control.clone()
+    }
+
+    /// How many messages wait in the source's broker, where it says.
+    pub fn backlog(&self) -> Option<Arc<Backlog>> {
+        self.source.backlog()
     }
 
     /// The worker's live counts (what the report will say), for a progress
@@ -126,7 +139,7 @@ impl Worker {
             handler: self.handler,
             retry: self.retry,
             dead_letters: self.dead_letters,
-            concurrency: self.concurrency,
+            control: self.control,
             job_timeout: self.job_timeout,
             max_body_bytes: self.max_body_bytes,
             shutdown: self.shutdown,
@@ -151,6 +164,8 @@ pub struct WorkerBuilder {
     shutdown: Shutdown,
     shutdown_timeout: Duration,
     pause_after_failures: u32,
+    destinations: Option<Arc<Destinations>>,
+    files_per_job: u64,
 }
 
 impl fmt::Debug for WorkerBuilder {
@@ -243,6 +258,21 @@ impl WorkerBuilder {
         self
     }
 
+    /// The destinations the handler's steps send to, for the worker's
+    /// [`Control`] to list and pause (the configured `http` steps share
+    /// theirs). Default: a list of its own, which a handler may not use.
+    pub fn destinations(mut self, destinations: Arc<Destinations>) -> WorkerBuilder {
+        self.destinations = Some(destinations);
+        self
+    }
+
+    /// Open files one job may hold, so a resize the open-files limit
+    /// cannot hold is refused (the config's pipelines).
+    pub(crate) fn files_per_job(mut self, n: u64) -> WorkerBuilder {
+        self.files_per_job = n;
+        self
+    }
+
     /// Checks the parts and builds the worker.
     pub fn build(self) -> Result<Worker, WorkerError> {
         let name = self.name;
@@ -259,14 +289,22 @@ impl WorkerBuilder {
         if self.concurrency == 0 {
             return Err(WorkerError::NoConcurrency(name));
         }
+        let destinations = self
+            .destinations
+            .unwrap_or_else(|| Arc::new(Destinations::new(&name)));
         Ok(Worker {
+            control: Arc::new(Control::new(
+                &name,
+                self.concurrency,
+                self.files_per_job,
+                destinations,
+            )),
             counts: Arc::new(PipelineCounts::new(&name)),
             name,
             source,
             handler,
             retry: self.retry,
             dead_letters,
-            concurrency: self.concurrency,
             job_timeout: self.job_timeout,
             max_body_bytes: self.max_body_bytes,
             shutdown: self.shutdown,

@@ -69,7 +69,7 @@ pub struct FileSourceConfig {
     /// for stdin).
     pub failures: Option<String>,
     /// Lines received and not yet settled (running or waiting to retry), at
-    /// most. Default: twice the pipeline's concurrency.
+    /// most. Default: twice the pipeline's concurrency, as it is resized.
     pub max_pending: Option<usize>,
     /// A JSON pointer (`/user_id`) to each line's ordering key: lines with
     /// the same key run one at a time, in file order. Default: none.
@@ -342,7 +342,10 @@ pub struct FileSource {
     resume: Resume,
     skipped: u64,
     max_body: u64,
+    /// Twice the concurrency the pipeline started with.
     window: usize,
+    /// `max_pending`, when set: the window whatever the concurrency.
+    max_pending: Option<usize>,
     shared: Arc<Shared>,
     progress: Arc<SourceProgress>,
     ledger: Option<tokio::task::JoinHandle<()>>,
@@ -422,7 +425,8 @@ impl FileSource {
             resume,
             skipped: 0,
             max_body: cx.max_body_bytes,
-            window: cfg.max_pending.unwrap_or(cx.concurrency * 2).max(1),
+            window: cx.concurrency.saturating_mul(2).max(1),
+            max_pending: cfg.max_pending,
             shared: Arc::new(Shared {
                 ledger: tx,
                 unsettled: AtomicUsize::new(0),
@@ -634,7 +638,14 @@ impl FileSource {
             self.take_released(max, &mut out);
             let unsettled = shared.unsettled.load(Relaxed);
             // Released lines are counted in `unsettled` already.
-            let room = self.window.saturating_sub(unsettled);
+            // Unsettled lines hold slots (a released one is handed out
+            // again before any fresh line), so `unsettled + max` is the
+            // pipeline's concurrency now, resizes included.
+            let window = self.max_pending.unwrap_or_else(|| {
+                self.window
+                    .max(unsettled.saturating_add(max).saturating_mul(2))
+            });
+            let room = window.saturating_sub(unsettled);
             let take = room.min(max - out.len()).min(self.ready.len());
             let fresh: Vec<Line> = self.ready.drain(..take).collect();
             if !fresh.is_empty() {

@@ -83,8 +83,8 @@ use self::partition::{Partition, Released, Shared, Tp};
 use self::poll::{HANDOFF, Item, Poller};
 use self::read::Reader;
 use super::{
-    Acker, DeadLetterTarget, Delivery, FieldError, Received, Source, SourceConfig, SourceContext,
-    SourceError,
+    Acker, Backlog, DeadLetterTarget, Delivery, FieldError, Received, Source, SourceConfig,
+    SourceContext, SourceError,
 };
 use crate::formats::Format;
 use crate::telemetry::{KAFKA_COMMITS, KAFKA_LAG, KAFKA_PAUSED, KAFKA_REBALANCES};
@@ -202,6 +202,8 @@ struct Metrics {
     commits_failed: Counter,
     assigns: Counter,
     revokes: Counter,
+    /// The assigned partitions' lag, summed.
+    backlog: Arc<Backlog>,
 }
 
 impl Metrics {
@@ -212,6 +214,7 @@ impl Metrics {
             commits_failed: counter!(KAFKA_COMMITS, "pipeline" => p.clone(), "result" => "failed"),
             assigns: counter!(KAFKA_REBALANCES, "pipeline" => p.clone(), "kind" => "assign"),
             revokes: counter!(KAFKA_REBALANCES, "pipeline" => p.clone(), "kind" => "revoke"),
+            backlog: Arc::new(Backlog::new(&p)),
             pipeline: p,
         }
     }
@@ -232,15 +235,18 @@ struct Callbacks {
 
 impl ClientContext for Callbacks {
     fn stats(&self, stats: Statistics) {
+        let mut backlog = 0u64;
         for (topic, t) in &stats.topics {
             for (id, p) in &t.partitions {
                 // -1 is librdkafka's internal "unassigned" partition; a lag
                 // of -1 means unknown (not assigned, or nothing committed).
                 if *id >= 0 && p.consumer_lag >= 0 {
                     self.metrics.lag(&(topic.clone(), *id), p.consumer_lag);
+                    backlog = backlog.saturating_add(p.consumer_lag as u64);
                 }
             }
         }
+        self.metrics.backlog.set(backlog);
     }
 }
 
@@ -344,6 +350,7 @@ pub struct KafkaSource {
     pipeline: String,
     /// `brokers …, group …`, for errors.
     describe: String,
+    backlog: Arc<Backlog>,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -380,10 +387,12 @@ impl KafkaSource {
             client.set(k, v);
         }
         let shared = Arc::new(Shared::default());
+        let metrics = Metrics::new(&cx.pipeline);
+        let backlog = metrics.backlog.clone();
         let consumer: StreamConsumer<Callbacks> = client
             .create_with_context(Callbacks {
                 shared: shared.clone(),
-                metrics: Metrics::new(&cx.pipeline),
+                metrics,
                 grace: Duration::from_millis(cfg.rebalance_grace_ms.unwrap_or(5000)),
             })
             .map_err(|e| {
@@ -436,6 +445,7 @@ impl KafkaSource {
             stop.clone(),
         ));
         Ok(KafkaSource {
+            backlog,
             consumer,
             shared,
             messages,
@@ -580,6 +590,10 @@ async fn commit_loop(
 }
 
 impl Source for KafkaSource {
+    fn backlog(&self) -> Option<Arc<Backlog>> {
+        Some(self.backlog.clone())
+    }
+
     fn receive(&mut self, max: usize) -> BoxFuture<'_, Result<Received, SourceError>> {
         Box::pin(self.next(max.max(1)))
     }

@@ -33,7 +33,7 @@ pub use signing::SigningKey;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -213,9 +213,10 @@ pub struct Http {
     into: Option<String>,
     signing: Option<(SigningKey, Template)>,
     limit: Option<KeyLimit>,
-    concurrency: usize,
     /// Made on first use, inside the runtime.
-    destinations: OnceLock<Pool>,
+    limits: OnceLock<Pool>,
+    /// Paused destinations and request counts, shared by the pipeline.
+    destinations: Arc<crate::runtime::Destinations>,
 }
 
 impl HttpConfig {
@@ -287,8 +288,8 @@ impl HttpConfig {
             into: self.into.clone(),
             signing,
             limit,
-            concurrency: cx.concurrency.max(1),
-            destinations: OnceLock::new(),
+            destinations: cx.destinations.clone(),
+            limits: OnceLock::new(),
         })
     }
 }
@@ -450,6 +451,9 @@ impl Http {
             url.host_str().unwrap_or(""),
             url.port_or_known_default().unwrap_or(0)
         );
+        // Held here while an operator has it paused (not counted by the
+        // job timeout; a stop drops the job and releases its message).
+        let gate = self.destinations.admit(&destination, &job.hold).await;
         let mut req = client()
             .request(self.method.clone(), url)
             .headers(headers)
@@ -461,9 +465,12 @@ impl Http {
             None => exchange(req).await,
             Some(limit) => {
                 let limit = *limit;
-                let pool = self.destinations.get_or_init(|| {
+                let pool = self.limits.get_or_init(|| {
+                    // The per-destination limits are the limits: the
+                    // pipeline's pool bounds the total, whatever it is
+                    // resized to.
                     Pool::builder()
-                        .concurrency(self.concurrency)
+                        .concurrency(crate::runtime::control::MAX_CONCURRENCY)
                         .queue_capacity(0)
                         .per_key(limit)
                         .build()
@@ -481,6 +488,7 @@ impl Http {
         };
         // reqwest's errors quote the full URL, query and credentials
         // included: strip it before it reaches a log or a reason.
+        gate.answered(answer.as_ref().ok().map(|a| a.status.as_u16()));
         let answer = answer.map_err(|e| self.transport_error(&shown, &e.without_url()))?;
         let status = answer.status.as_u16();
         if self.success.contains(status) {
