@@ -74,7 +74,8 @@ enum Command {
         /// Laravel's `queue:work --stop-when-empty`).
         #[arg(long)]
         stop_when_empty: bool,
-        /// Serve the admin server here (e.g. 127.0.0.1:9600): the
+        /// Serve the admin server here (e.g. 127.0.0.1:9600; overrides the
+        /// config's `[admin] listen`): the
         /// dashboard, the control API, /metrics, /healthz and /readyz. A
         /// non-loopback address needs SLUICE_ADMIN_TOKEN, which the control
         /// API then requires.
@@ -288,7 +289,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 admin,
             } => {
                 let loaded = config::load(&config)?;
-                let admin = match admin {
+                let admin = match admin.or(loaded.config.admin.listen) {
                     None => None,
                     Some(addr) => Some(start_admin(addr, false).await?.0),
                 };

@@ -146,6 +146,7 @@ fn commits_rebalances_and_lag_are_metrics() {
     // the largest lag read per partition kept.
     let mut counters: BTreeMap<(String, String), u64> = BTreeMap::new();
     let mut lags: BTreeMap<String, f64> = BTreeMap::new();
+    let mut backlog = 0f64;
     let mut read = || {
         for (key, _, _, value) in snapshotter.snapshot().into_vec() {
             let k = key.key();
@@ -159,6 +160,9 @@ fn commits_rebalances_and_lag_are_metrics() {
                 ("sluice_kafka_consumer_lag", DebugValue::Gauge(g)) => {
                     let e = lags.entry(label("partition")).or_default();
                     *e = e.max(g.into_inner());
+                }
+                ("sluice_source_backlog", DebugValue::Gauge(g)) => {
+                    backlog = backlog.max(g.into_inner());
                 }
                 ("sluice_kafka_commits_total", DebugValue::Counter(c)) => {
                     *counters
@@ -227,5 +231,10 @@ fn commits_rebalances_and_lag_are_metrics() {
     assert!(
         lags.values().all(|l| *l <= 30.0),
         "no partition lags more than was produced: {lags:?}"
+    );
+    // The source's backlog is the partitions' lag summed.
+    assert!(
+        backlog > 0.0 && backlog <= 30.0,
+        "backlog {backlog}, lags {lags:?}"
     );
 }

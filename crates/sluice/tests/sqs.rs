@@ -524,3 +524,39 @@ fn empty_receives_are_counted_and_stop_when_empty_ends_the_run() {
         .sum();
     assert!(empty >= 1, "empty receives counted: {empty}");
 }
+
+/// The source reports the queue's depth as its backlog (the admin API's
+/// `backlog`, `sluice_source_backlog`), read from the queue itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backlog_is_the_queues_depth() {
+    let client = sqs().await;
+    let queue = create_queue(&client, &unique("backlog"), 30).await;
+    let dlq = create_queue(&client, &unique("backlog-dlq"), 30).await;
+    let bodies: Vec<(String, Option<String>)> = (0..7).map(|i| (format!("m{i}"), None)).collect();
+    send(&client, &queue, &bodies).await;
+    let cfg: sluice::sources::sqs::SqsSourceConfig = toml::from_str(&format!(
+        "queue_url = '{queue}'\nendpoint = '{}'\nregion = 'us-east-1'\n\
+         access_key_id = 'test'\nsecret_access_key = 'test'\n\
+         dead_letter_queue_url = '{dlq}'\nwait_time_secs = 1\npollers = 1",
+        moto()
+    ))
+    .unwrap();
+    use sluice::sources::SourceConfig;
+    let source = cfg
+        .build(&sluice::SourceContext::new("backlog", 4))
+        .await
+        .unwrap();
+    let backlog = source.backlog().expect("the SQS source reports a backlog");
+    let read = async {
+        loop {
+            if let Some(n) = backlog.get() {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let n = tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("the depth is read when the source opens");
+    assert_eq!(n, 7, "nothing was received yet: all 7 are visible");
+}

@@ -3,6 +3,9 @@
 //! ```toml
 //! shutdown_timeout_secs = 30
 //!
+//! [admin]
+//! listen = "127.0.0.1:9600"   # dashboard, API, /metrics, probes
+//!
 //! [[pipeline]]
 //! name = "webhooks"
 //! concurrency = 500
@@ -64,6 +67,32 @@ pub struct Config {
     /// The pipelines; at least one.
     #[serde(rename = "pipeline", default)]
     pub pipelines: Vec<PipelineConfig>,
+    /// `[admin]`: the admin server (dashboard, API, metrics, probes).
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`: where `sluice run` serves the [admin server](crate::admin).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The address to listen on, e.g. `"127.0.0.1:9600"`; `--admin`
+    /// overrides it. Default: no admin server. A non-loopback address
+    /// needs `SLUICE_ADMIN_TOKEN`.
+    #[serde(default, deserialize_with = "listen_address")]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+fn listen_address<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::net::SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not an address to listen on: write an IP address and a port, like \
+             \"127.0.0.1:9600\" (or \"0.0.0.0:9600\" with SLUICE_ADMIN_TOKEN set)"
+        ))
+    })
 }
 
 /// `[[pipeline]]`: one source, its steps, and how to run them.

@@ -55,8 +55,22 @@
 //!
 //! **Pausing**: while the runtime's breaker is open (the destination keeps
 //! failing: `pause_after_failures`), it calls [`Source::receive`] only for
-//! one message to probe with, now and then. A source whose broker drops a
-//! consumer that stops polling (Kafka) keeps polling on its own meanwhile.
+//! one message to probe with, now and then; while an operator paused the
+//! pipeline ([`crate::runtime::Control::pause`]) it calls it not at all,
+//! and drops a receive under way (receives are cancel-safe). A source
+//! whose broker drops a consumer that stops polling (Kafka) keeps polling
+//! on its own meanwhile.
+//!
+//! **Resizing**: the `max` of each receive follows the pipeline's current
+//! concurrency, which an operator may change while it runs; a source
+//! sizes nothing by the concurrency it was opened with (the file source's
+//! default window follows `unsettled + max`).
+//!
+//! **Backlog**: a source whose broker says how many messages wait returns
+//! a [`Backlog`] from [`Source::backlog`] and keeps it current (SQS: the
+//! queue's `ApproximateNumberOfMessages`, read every 15 s; Kafka: the
+//! assigned partitions' lag from librdkafka's statistics, summed). The
+//! admin API and `sluice_source_backlog` read it.
 //!
 //! # Building blocks
 //!

@@ -125,7 +125,7 @@ impl Drain {
 }
 
 /// Asks the queue what it holds.
-async fn held(api: &Api) -> Result<Held, SourceError> {
+pub(super) async fn held(api: &Api) -> Result<Held, SourceError> {
     let out = api
         .client
         .get_queue_attributes()

@@ -56,8 +56,8 @@ use serde::Deserialize;
 
 use super::common::{BatchOptions, Batcher};
 use super::{
-    Capabilities, DeadLetterTarget, Delivery, FieldError, Message, Received, Source, SourceConfig,
-    SourceContext, SourceError,
+    Backlog, Capabilities, DeadLetterTarget, Delivery, FieldError, Message, Received, Source,
+    SourceConfig, SourceContext, SourceError,
 };
 use crate::formats::Format;
 use drain::Drain;
@@ -214,6 +214,26 @@ pub struct SqsSource {
     stop_when_empty: Option<Drain>,
     /// How long `--stop-when-empty` waits for messages held out of sight.
     drain_wait: Duration,
+    /// The queue's visible messages, read every [`BACKLOG_INTERVAL`].
+    backlog: Arc<Backlog>,
+}
+
+/// How often the queue's depth is read for the backlog: 4 requests a
+/// minute, next to the receives' 3 on an idle queue.
+const BACKLOG_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Reads the queue's `ApproximateNumberOfMessages` into `backlog` until
+/// the source is dropped.
+async fn watch_backlog(api: Arc<settle::Api>, backlog: Arc<Backlog>) {
+    loop {
+        match drain::held(&api).await {
+            Ok(held) => backlog.set(held.visible),
+            Err(e) => {
+                tracing::debug!(queue = %api.queue_url, error = %e, "reading the queue's depth failed")
+            }
+        }
+        tokio::time::sleep(BACKLOG_INTERVAL).await;
+    }
 }
 
 impl std::fmt::Debug for SqsSource {
@@ -349,8 +369,11 @@ impl SqsSource {
             originals: Default::default(),
             retry_due: Default::default(),
         });
-        let tasks = vec![deleter, changer];
+        let backlog = Arc::new(Backlog::new(&cx.pipeline));
+        let watcher = tokio::spawn(watch_backlog(shared.api.clone(), backlog.clone()));
+        let tasks = vec![deleter, changer, watcher];
         Ok(SqsSource {
+            backlog,
             dead_letters: Arc::new(DeadLetterQueue {
                 shared: shared.clone(),
                 url: dlq,
@@ -517,6 +540,10 @@ impl SqsSource {
 impl Source for SqsSource {
     fn receive(&mut self, max: usize) -> BoxFuture<'_, Result<Received, SourceError>> {
         Box::pin(self.next(max.max(1)))
+    }
+
+    fn backlog(&self) -> Option<Arc<Backlog>> {
+        Some(self.backlog.clone())
     }
 
     fn capabilities(&self) -> Capabilities {
