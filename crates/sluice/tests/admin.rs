@@ -361,3 +361,72 @@ async fn metrics_value(base: &str, series: &str) -> f64 {
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
 }
+
+/// The API and `sluice ctl` work against `sluice demo` while it runs: its
+/// one pipeline is listed, moving, and can be resized; a stop then lets
+/// the jobs in flight finish, so it exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_drives_the_demo() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("demo");
+    let args: Vec<&std::ffi::OsStr> = [
+        "demo",
+        "--jobs",
+        "200000",
+        "--concurrency",
+        "8",
+        "--latency-ms",
+        "20",
+        "--progress",
+        "off",
+        "--admin",
+        "127.0.0.1:0",
+        "--dir",
+    ]
+    .iter()
+    .map(std::ffi::OsStr::new)
+    .chain([work.as_os_str()])
+    .collect();
+    let mut demo = process::spawn(dir.path(), 0, &args, &[]);
+    let line = demo.wait_for_log("admin server: http://", WAIT).await;
+    let base = line
+        .trim_start_matches("admin server: ")
+        .split('/')
+        .take(3)
+        .collect::<Vec<_>>()
+        .join("/");
+    let listed = deadline_poll(&base).await;
+    let name = listed["name"].as_str().unwrap().to_owned();
+    let status = ok(&ctl(&base, None, &["status"]));
+    assert!(status.contains(&name), "{status}");
+    let out = ok(&ctl(&base, None, &["resize", &name, "3"]));
+    assert!(out.contains("/ 3 "), "{out}");
+    let (code, page) = get(&format!("{base}/")).await;
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("<html") || page.contains("<!doctype"),
+        "{page}"
+    );
+    demo.signal("INT");
+    let status = demo.wait(WAIT).await;
+    assert_eq!(status.code(), Some(0), "{}", demo.log());
+    assert!(demo.log().contains("every job succeeded"), "{}", demo.log());
+}
+
+/// The demo's one pipeline, once it has settled a job.
+async fn deadline_poll(base: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = get(&format!("{base}/api/pipelines")).await;
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if let Some(p) = v["pipelines"].get(0).filter(|p| n(p, "succeeded") > 0) {
+            return p.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the demo settles nothing: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

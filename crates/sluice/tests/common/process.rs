@@ -29,13 +29,23 @@ pub fn start_env(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> Running {
+    let mut args: Vec<&std::ffi::OsStr> = ["run", "--progress", "off", "-c"]
+        .iter()
+        .map(std::ffi::OsStr::new)
+        .collect();
+    args.push(config.as_os_str());
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    spawn(dir, n, &args, env)
+}
+
+/// Starts `sluice` with `args` (any command), its stdout and stderr going
+/// to `dir/run-<n>.log`.
+pub fn spawn(dir: &Path, n: usize, args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> Running {
     let log = dir.join(format!("run-{n}.log"));
     let out = File::create(&log).expect("create the log");
     let err = out.try_clone().expect("clone the log");
     let child = Command::new(BIN)
-        .args(["run", "--progress", "off", "-c"])
-        .arg(config)
-        .args(extra)
+        .args(args)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .envs(env.iter().copied())
