@@ -350,9 +350,20 @@ async fn operators_resize_pause_and_resume_a_running_pipeline() {
     assert_eq!(n(&p, "retried"), 0, "no held job was timed out: {p}");
     assert_eq!(ok(&ctl(&base, None, &["failures"])).trim(), "no failures");
 
+    // A stop while a destination holds jobs releases them at once, not at
+    // the shutdown timeout: they sent nothing.
+    ok(&ctl(
+        &base,
+        Some(token),
+        &["pause-destination", "admin-check", &destination],
+    ));
+    until(&base, "every slot held again", |p| n(p, "in_flight") == 12).await;
     run.signal("TERM");
     let status = run.wait(WAIT).await;
-    assert_eq!(status.code(), Some(0), "{}", run.log());
+    let log = run.log();
+    assert_eq!(status.code(), Some(3), "messages were handed back: {log}");
+    assert!(log.contains("released unsettled 12"), "{log}");
+    assert!(!log.contains("shutdown timeout reached"), "{log}");
 }
 
 async fn metrics_value(base: &str, series: &str) -> f64 {

@@ -60,6 +60,8 @@ enum Ended {
     Cancelled,
     /// Stopped while the breaker held it back.
     Stopped,
+    /// Stopped while a paused destination held it.
+    StoppedHeld,
     /// Ran as the breaker's probe and failed to reach the destination.
     ProbeFailed(Result<(), JobError>),
 }
@@ -141,6 +143,7 @@ pub(super) async fn run(
     let mut probes_failed = 0u32;
     loop {
         let started = Instant::now();
+        let hold = Hold::default();
         let ended = if revoked.is_cancelled() {
             Ended::Revoked
         } else {
@@ -148,6 +151,12 @@ pub(super) async fn run(
                 biased;
                 () = revoked.wait() => Ended::Revoked,
                 _ = ctx.cancel.cancelled() => Ended::Cancelled,
+                // Held by a paused destination, it has sent nothing: a
+                // stop releases it at once, like a job waiting to retry.
+                () = async {
+                    ctx.stopping.cancelled().await;
+                    hold.holding().await;
+                } => Ended::StoppedHeld,
                 r = async {
                     // Waiting for the breaker is like waiting to retry: a
                     // stop releases the message.
@@ -157,7 +166,7 @@ pub(super) async fn run(
                         t = ctx.breaker.admit() => t,
                         _ = ctx.stopping.cancelled() => return Ended::Stopped,
                     };
-                    let r = attempt(&ctx, &message).await;
+                    let r = attempt(&ctx, &message, &hold).await;
                     if ticket.record(&r) {
                         Ended::ProbeFailed(r)
                     } else {
@@ -179,6 +188,10 @@ pub(super) async fn run(
             }
             Ended::Stopped => {
                 release(&ctx, &mut held, &message.id, true).await;
+                break;
+            }
+            Ended::StoppedHeld => {
+                release(&ctx, &mut held, &message.id, false).await;
                 break;
             }
             Ended::ProbeFailed(r) => {
@@ -286,7 +299,7 @@ impl Revoked {
 }
 
 /// One attempt of the handler, within the job timeout, a panic caught.
-async fn attempt(ctx: &Ctx, message: &Message) -> Result<(), JobError> {
+async fn attempt(ctx: &Ctx, message: &Message, hold: &Hold) -> Result<(), JobError> {
     if let Some(len) = message.oversize {
         return Err(JobError::fail(format!(
             "message body is {len} bytes, over max_body_bytes ({}); raise the pipeline's \
@@ -298,11 +311,11 @@ async fn attempt(ctx: &Ctx, message: &Message) -> Result<(), JobError> {
         .with_attributes(message.attributes.clone());
     job.key = message.key.clone();
     job.fields = message.fields.clone();
-    let hold = job.hold.clone();
+    job.hold = hold.clone();
     let run = AssertUnwindSafe(ctx.handler.call(job)).catch_unwind();
     let ran = match ctx.job_timeout {
         None => Ok(run.await),
-        Some(t) => within(t, &hold, run).await,
+        Some(t) => within(t, hold, run).await,
     };
     match ran {
         Ok(Ok(r)) => r,

@@ -15,7 +15,7 @@
 //!   send to one destination (`scheme://host:port`) in its slot until it is
 //!   resumed; jobs for other destinations go on. The time held does not
 //!   count toward the job timeout, and a stop releases the held jobs'
-//!   messages. A pipeline whose jobs all go to the paused destination fills
+//!   messages at once. A pipeline whose jobs all go to the paused destination fills
 //!   its slots and so stops taking messages too.
 //!
 //! ```
@@ -395,7 +395,14 @@ impl Destination {
 /// Time a job spent held (by a paused destination), which its timeout
 /// does not count. Cheap to clone: one per job attempt.
 #[derive(Clone, Debug, Default)]
-pub struct Hold(Arc<Mutex<HoldState>>);
+pub struct Hold(Arc<HoldInner>);
+
+#[derive(Debug, Default)]
+struct HoldInner {
+    state: Mutex<HoldState>,
+    /// A permit each time a hold starts.
+    started: Notify,
+}
 
 #[derive(Debug, Default)]
 struct HoldState {
@@ -408,11 +415,12 @@ pub(crate) struct Holding<'a>(&'a Hold);
 
 impl Hold {
     fn lock(&self) -> std::sync::MutexGuard<'_, HoldState> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn start(&self) -> Holding<'_> {
         self.lock().since = Some(Instant::now());
+        self.0.started.notify_one();
         Holding(self)
     }
 
@@ -420,6 +428,17 @@ impl Hold {
     pub(crate) fn held(&self) -> Option<Duration> {
         let s = self.lock();
         s.since.is_none().then_some(s.total)
+    }
+
+    /// Returns once the job is being held.
+    pub(crate) async fn holding(&self) {
+        loop {
+            let started = self.0.started.notified();
+            if self.lock().since.is_some() {
+                return;
+            }
+            started.await;
+        }
     }
 }
 
