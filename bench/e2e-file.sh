@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
+. bench/file-workload.sh
 
 JOBS="${JOBS:-200000}"
 CONCURRENCY="${CONCURRENCY:-1000}"
@@ -56,22 +57,9 @@ rc0="$(receiver_cpu)"
     "http://127.0.0.1:$PORT/" >"$WORK/wrk.out"
 rc1="$(receiver_cpu)"
 
-seq 0 $((JOBS - 1)) | awk '{printf "{\"id\": %d, \"user\": \"user-%d@example.com\"}\n", $1, $1}' >"$WORK/jobs.ndjson"
 # The checkpoint stays on (the default users run); a stale one would resume.
-rm -f "$WORK"/jobs.ndjson.{checkpoint,failures,failures.reasons}
-cat >"$WORK/bench.toml" <<TOML
-[[pipeline]]
-name = "bench"
-concurrency = $CONCURRENCY
-[pipeline.source]
-type = "file"
-path = '$WORK/jobs.ndjson'
-format = "json"
-[[pipeline.step]]
-type = "http"
-url = "http://127.0.0.1:$PORT/jobs/{{ body.id }}"
-body = '{"id": {{ body.id }}, "user": {{ body.user | tojson }}}'
-TOML
+file_workload "$WORK" "$JOBS" "$PORT" "$CONCURRENCY"
+file_workload_reset "$WORK"
 status=0  # NO_COLOR: its log lines go to a file, then to this output
 NO_COLOR=1 /usr/bin/time -f '%M %U %S' -o "$WORK/sluice.time" \
     "$SLUICE" run -c "$WORK/bench.toml" --progress off 2>"$WORK/sluice.err" || status=$?
