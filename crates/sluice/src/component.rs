@@ -32,8 +32,10 @@ impl SourceContext {
     }
 }
 
-/// What a step needs to know about its pipeline when it is built.
+/// What a step needs to know about its pipeline when it is built; make
+/// one with [`StepContext::new`].
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct StepContext {
     /// The pipeline's name, for metric labels.
     pub pipeline: String,

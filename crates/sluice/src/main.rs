@@ -239,13 +239,18 @@ fn main() -> ExitCode {
 async fn start_admin(
     addr: SocketAddr,
     any_port_if_taken: bool,
+    allowed_hosts: Vec<String>,
 ) -> anyhow::Result<(Arc<sluice::admin::AdminState>, SocketAddr)> {
     let token = std::env::var("SLUICE_ADMIN_TOKEN").ok();
     if let Some(why) = sluice::admin::refusal(addr, token.as_deref()) {
         anyhow::bail!(why);
     }
     let handle = sluice::admin::install_recorder().map_err(anyhow::Error::msg)?;
-    let state = Arc::new(sluice::admin::AdminState::new(Some(handle)).with_token(token));
+    let state = Arc::new(
+        sluice::admin::AdminState::new(Some(handle))
+            .with_token(token)
+            .with_allowed_hosts(allowed_hosts),
+    );
     let served = match sluice::admin::serve(addr, state.clone()).await {
         Err(e) if any_port_if_taken && e.kind() == std::io::ErrorKind::AddrInUse => {
             sluice::admin::serve(SocketAddr::new(addr.ip(), 0), state.clone()).await
@@ -291,7 +296,11 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 let loaded = config::load(&config)?;
                 let admin = match admin.or(loaded.config.admin.listen) {
                     None => None,
-                    Some(addr) => Some(start_admin(addr, false).await?.0),
+                    Some(addr) => Some(
+                        start_admin(addr, false, loaded.config.admin.allowed_hosts.clone())
+                            .await?
+                            .0,
+                    ),
                 };
                 let shutdown = Shutdown::new();
                 shutdown
@@ -319,7 +328,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 admin,
             } => {
                 anyhow::ensure!(concurrency > 0, "--concurrency must be at least 1");
-                let (admin, bound) = start_admin(admin, true).await?;
+                let (admin, bound) = start_admin(admin, true, Vec::new()).await?;
                 eprintln!(
                     "admin server: http://{bound}/ (the dashboard; /api, /metrics, /healthz, /readyz; try sluice ctl --admin http://{bound} status)"
                 );
@@ -363,7 +372,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 let request = action.into();
                 let answer = sluice::admin::ctl::send(&base, token.as_deref(), &request).await?;
                 if json {
-                    println!("{answer:#}");
+                    println!("{}", sluice::admin::ctl::printable(&format!("{answer:#}")));
                 } else {
                     println!("{}", sluice::admin::ctl::render(&request, &answer));
                 }

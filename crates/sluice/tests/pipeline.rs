@@ -172,11 +172,21 @@ pause_after_failures = 5
 "#;
     let run = s.run(config);
     let outage = async {
-        // 4 first attempts and 4 second ones (the fifth failure pauses,
-        // the other three were running), then probes one at a time, 1 s
-        // then 2 s apart: 10 requests is two failed probes, far past what 3
-        // attempts 10 ms apart would have taken.
+        // 4 first attempts and up to 4 second ones (the fifth failure
+        // pauses; of the other three, those already running fail too),
+        // then probes one at a time, 1 s, 2 s, 4 s... apart. The outage
+        // lasts until 10 requests, or 5 s after the fifth: either way far
+        // past what 3 attempts 10 ms apart would have taken, and short of
+        // the doubling probe intervals outrunning the run's time limit
+        // when fewer second attempts got out before the pause.
+        let mut fifth = None;
         while s.receiver.total() < 10 {
+            if s.receiver.total() >= 5 {
+                let at = *fifth.get_or_insert_with(std::time::Instant::now);
+                if at.elapsed() > Duration::from_secs(5) {
+                    break;
+                }
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let during = s.receiver.total();

@@ -560,3 +560,109 @@ async fn the_backlog_is_the_queues_depth() {
         .expect("the depth is read when the source opens");
     assert_eq!(n, 7, "nothing was received yet: all 7 are visible");
 }
+
+/// Pausing an SQS pipeline through the admin API: jobs in flight finish,
+/// and nothing received stays hidden in the process (the visibility
+/// timeout is 30 s; everything is visible again well before); resumed,
+/// every message runs, once, and the queue ends empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_pipeline_holds_nothing_out_of_sight() {
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    let e = env(
+        ReceiverConfig {
+            latency: (Duration::from_millis(30), Duration::from_millis(30)),
+            ..ReceiverConfig::default()
+        },
+        30,
+        false,
+    )
+    .await;
+    let n = 60;
+    let client = sqs().await;
+    let bodies: Vec<_> = (0..n)
+        .map(|i| (laravel_job(&i.to_string(), 3, ""), None))
+        .collect();
+    send(&client, &e.queue, &bodies).await;
+    let steps = "[[pipeline.step]]\ntype = \"http\"\nurl = \"@URL@/jobs\"\n";
+    let text = e.config(4, ONE_POLLER, steps);
+    let loaded = config::parse("sqs-test.toml", &text, |_| None).unwrap_or_else(|e| panic!("{e}"));
+    let admin = std::sync::Arc::new(sluice::admin::AdminState::new(None));
+    let app = sluice::admin::router(admin.clone());
+    let call = |method: &'static str, path: &'static str| {
+        let app = app.clone();
+        async move {
+            let res = app
+                .oneshot(
+                    axum::http::Request::builder()
+                        .method(method)
+                        .uri(path)
+                        .header("content-type", "application/json")
+                        .body(Body::from("{}"))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert!(
+                res.status().is_success(),
+                "{method} {path}: {}",
+                res.status()
+            );
+            let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()
+        }
+    };
+    let shutdown = Shutdown::new();
+    let run = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            config::run(
+                &loaded,
+                RunOptions {
+                    shutdown,
+                    progress: Progress::Off,
+                    stop_when_empty: false,
+                    admin: Some(admin),
+                },
+            )
+            .await
+        }
+    });
+    let bound = Duration::from_secs(60);
+    tokio::time::timeout(bound, e.receiver.wait_for_accepted(10))
+        .await
+        .expect("jobs run");
+    call("POST", "/api/pipelines/reports/pause").await;
+    let settled = async {
+        loop {
+            let p = call("GET", "/api/pipelines/reports").await;
+            let hidden = counts(&client, &e.queue).await.1;
+            if p["in_flight"] == 0 && hidden == 0 {
+                return p;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    // Well inside the 30 s visibility timeout: what was held went back.
+    let paused = tokio::time::timeout(Duration::from_secs(15), settled)
+        .await
+        .expect("paused: nothing in flight, nothing invisible in the queue");
+    assert_eq!(paused["state"], "paused");
+    assert!(e.receiver.accepted() < n as u64, "paused before the end");
+    call("POST", "/api/pipelines/reports/resume").await;
+    tokio::time::timeout(bound, e.receiver.wait_for_accepted(n as u64))
+        .await
+        .expect("every job runs once resumed");
+    until_empty(&client, &e.queue).await;
+    shutdown.request();
+    let report = run.await.unwrap().unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        report.settled_everything(),
+        "{}",
+        sluice::runtime::summary(&report)
+    );
+    assert_eq!(e.receiver.accepted(), n as u64, "once each (one poller)");
+}

@@ -52,6 +52,44 @@ pub(super) async fn guard(
     }
 }
 
+/// Refuses a request whose `Host` is not an IP address, `localhost` or
+/// an allowed name (see [`AdminState::with_allowed_hosts`]).
+pub(super) async fn host_guard(
+    State(state): State<Arc<AdminState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .map(|h| h.to_str().unwrap_or("?"));
+    match host {
+        Some(host) if !host_allowed(&state.allowed_hosts, host) => ApiError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "this admin server does not answer to the host name `{host}`: use its IP address, \
+                 or add the name to [admin] allowed_hosts in the config"
+            ),
+        )
+        .into_response(),
+        _ => next.run(req).await,
+    }
+}
+
+/// True for `127.0.0.1:9600`, `[::1]:9600`, `localhost`, or an allowed name.
+pub(super) fn host_allowed(allowed: &[String], host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        },
+    };
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+}
+
 fn allowed(state: &AdminState, headers: &HeaderMap) -> Result<(), ApiError> {
     if let Some(token) = &state.token {
         let given = headers
@@ -137,6 +175,20 @@ fn find(state: &AdminState, name: &str) -> Result<Registered, ApiError> {
             ),
         )
     })
+}
+
+/// `p`, if it still runs: switching a stopped pipeline does nothing.
+fn running(p: Registered) -> Result<Registered, ApiError> {
+    if p.counts.health() == Health::Stopped {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!(
+                "pipeline `{}` has stopped; nothing to change (its run is over or shutting down)",
+                p.counts.pipeline
+            ),
+        ));
+    }
+    Ok(p)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -230,7 +282,7 @@ pub(super) async fn resize(
     Path(name): Path<String>,
     bytes: Bytes,
 ) -> ApiResult {
-    let p = find(&state, &name)?;
+    let p = running(find(&state, &name)?)?;
     let Resize { concurrency } = body(&bytes, r#"{"concurrency": 50}"#)?;
     p.control
         .set_concurrency(concurrency)
@@ -242,7 +294,7 @@ pub(super) async fn pause(
     State(state): State<Arc<AdminState>>,
     Path(name): Path<String>,
 ) -> ApiResult {
-    let p = find(&state, &name)?;
+    let p = running(find(&state, &name)?)?;
     p.control.pause();
     Ok(Json(describe(&p)))
 }
@@ -251,7 +303,7 @@ pub(super) async fn resume(
     State(state): State<Arc<AdminState>>,
     Path(name): Path<String>,
 ) -> ApiResult {
-    let p = find(&state, &name)?;
+    let p = running(find(&state, &name)?)?;
     p.control.resume();
     Ok(Json(describe(&p)))
 }
@@ -268,7 +320,7 @@ async fn switch_destination(
     bytes: Bytes,
     pause: bool,
 ) -> ApiResult {
-    let p = find(&state, &name)?;
+    let p = running(find(&state, &name)?)?;
     let DestinationBody { destination } = body(&bytes, r#"{"destination": "https://host:443"}"#)?;
     let d = p.control.destinations();
     let r = if pause {
@@ -374,6 +426,29 @@ mod tests {
         assert_eq!(rfc3339(t), "2026-12-02T13:45:01.250Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn hosts_are_addresses_localhost_or_allowed_names() {
+        let allowed = vec!["sluice.internal".to_owned()];
+        for ok in [
+            "127.0.0.1:9600",
+            "10.0.0.7",
+            "[::1]:9600",
+            "localhost:9600",
+            "LOCALHOST",
+            "sluice.internal:80",
+        ] {
+            assert!(host_allowed(&allowed, ok), "{ok}");
+        }
+        for refused in [
+            "evil.example:9600",
+            "evil.example",
+            "127.0.0.1.evil.example",
+            "sluice.internal.evil",
+        ] {
+            assert!(!host_allowed(&allowed, refused), "{refused}");
+        }
     }
 
     #[test]
@@ -505,6 +580,12 @@ mod router_tests {
             body["error"].as_str().unwrap().contains("none yet"),
             "{body}"
         );
+
+        p.counts
+            .set_health(crate::telemetry::events::Health::Stopped);
+        let (status, body) = send(&app, "POST", "/api/pipelines/orders/pause", &[JSON], "{}").await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert!(!p.control.is_paused(), "a stopped pipeline is not switched");
     }
 
     #[tokio::test]
@@ -566,6 +647,44 @@ mod router_tests {
         .await;
         assert_eq!(status, StatusCode::OK);
         assert!(p.control.is_paused());
+        // DNS rebinding: the page's own origin, its name pointed at us.
+        let (status, body) = send(
+            &app,
+            "POST",
+            "/api/pipelines/orders/resume",
+            &[
+                JSON,
+                auth,
+                ("host", "evil.example:9600"),
+                ("origin", "http://evil.example:9600"),
+            ],
+            "{}",
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("allowed_hosts"),
+            "{body}"
+        );
+        assert!(p.control.is_paused(), "the rebinding page resumed nothing");
+        let (status, _) = send(
+            &app,
+            "GET",
+            "/api/failures",
+            &[("host", "evil.example")],
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "nor can it read");
+        let (status, _) = send(
+            &app,
+            "POST",
+            path,
+            &[JSON, auth, ("host", "127.0.0.1:9600"), ("origin", "null")],
+            "{}",
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "an opaque origin is foreign");
         // Reading needs no token.
         assert_eq!(get(app, "/api/pipelines/orders").await.0, StatusCode::OK);
     }

@@ -145,7 +145,7 @@ pub async fn send(base: &str, token: Option<&str>, request: &Request) -> Result<
         let why = value["error"]
             .as_str()
             .map_or_else(|| format!("{status}"), |e| format!("{status}: {e}"));
-        return Err(CtlError::Refused(why));
+        return Err(CtlError::Refused(printable(&why)));
     }
     Ok(value)
 }
@@ -192,13 +192,25 @@ pub fn pipeline_line(p: &Value) -> String {
     line
 }
 
-/// The answer to `request`, for people. Control characters (a message
-/// id or reason may hold any) are shown as `?`, so nothing the broker
-/// carried can drive the terminal.
+/// The answer to `request`, for people, through [`printable`] (a message
+/// id or reason may hold any character).
 pub fn render(request: &Request, answer: &Value) -> String {
-    render_text(request, answer)
-        .chars()
-        .map(|c| if c.is_control() && c != '\n' { '?' } else { c })
+    printable(&render_text(request, answer))
+}
+
+/// `text` with control characters (but newlines) and bidirectional
+/// overrides shown as `?`: what a broker carried cannot drive or disguise
+/// the terminal.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            let bidi = matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+            if (c.is_control() && c != '\n') || bidi {
+                '?'
+            } else {
+                c
+            }
+        })
         .collect()
 }
 
@@ -237,5 +249,27 @@ fn render_text(request: &Request, answer: &Value) -> String {
                 .join("\n")
         }
         _ => pipeline_line(answer),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_text_cannot_drive_the_terminal() {
+        let answer = json!({ "failures": [{
+            "time": "t", "pipeline": "p", "message_id": "id\u{1b}[2J", "attempt": 1,
+            "outcome": "retried", "reason": "a\u{202E}b\u{7}c\u{9b}d"
+        }]});
+        let shown = render(
+            &Request::Failures {
+                pipeline: None,
+                limit: 1,
+            },
+            &answer,
+        );
+        assert_eq!(shown, "t p message id?[2J attempt 1 retried: a?b?c?d");
+        assert_eq!(printable("two\nlines\t"), "two\nlines?");
     }
 }

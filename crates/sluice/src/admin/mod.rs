@@ -27,7 +27,10 @@
 //! the daemon needs `Authorization: Bearer TOKEN`. Such requests must
 //! also be `Content-Type: application/json` and come from no other origin
 //! than the server's own, so a web page in the operator's browser cannot
-//! forge one. No response carries a secret: metric labels are pipeline,
+//! forge one. A request must name this server by an IP address,
+//! `localhost`, or a name in `[admin] allowed_hosts`: a page whose domain
+//! was pointed at 127.0.0.1 (DNS rebinding) is refused before it can read
+//! or change anything. No response carries a secret: metric labels are pipeline,
 //! step, destination and source names, and the text passes through
 //! [`crate::redact`]. `sluice ctl` drives the API from a terminal.
 
@@ -79,6 +82,8 @@ pub struct AdminState {
     prometheus: Option<PrometheusHandle>,
     process: metrics_process::Collector,
     token: Option<String>,
+    /// Host names (beside IP addresses and `localhost`) requests may name.
+    allowed_hosts: Vec<String>,
     pipelines: RwLock<Vec<Registered>>,
 }
 
@@ -100,6 +105,7 @@ impl AdminState {
             prometheus,
             process,
             token: None,
+            allowed_hosts: Vec::new(),
             pipelines: RwLock::default(),
         }
     }
@@ -107,7 +113,19 @@ impl AdminState {
     /// Requests that change the daemon need `Authorization: Bearer
     /// token`; a blank token is none.
     pub fn with_token(mut self, token: Option<String>) -> AdminState {
-        self.token = token.filter(|t| !t.trim().is_empty());
+        self.token = token.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
+        if let Some(t) = &self.token {
+            crate::redact::register(t);
+        }
+        self
+    }
+
+    /// Host names requests may be addressed to, beside IP addresses and
+    /// `localhost` (`[admin] allowed_hosts`): a name behind a proxy or in
+    /// DNS. Any other `Host` is refused, so a page whose name was made to
+    /// point at this server (DNS rebinding) cannot talk to it.
+    pub fn with_allowed_hosts(mut self, hosts: Vec<String>) -> AdminState {
+        self.allowed_hosts = hosts;
         self
     }
 
@@ -184,6 +202,10 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/failures", get(api::failures))
         .merge(control)
         .fallback(api::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            api::host_guard,
+        ))
         .with_state(state)
 }
 
@@ -246,7 +268,7 @@ pub fn refusal(addr: SocketAddr, token: Option<&str>) -> Option<String> {
     let has_token = token.is_some_and(|t| !t.trim().is_empty());
     (!addr.ip().is_loopback() && !has_token).then(|| {
         format!(
-            "--admin {addr}: a non-loopback address needs a token: set SLUICE_ADMIN_TOKEN (the \
+            "admin server {addr} (--admin or [admin] listen): a non-loopback address needs a token: set SLUICE_ADMIN_TOKEN (the \
              control endpoints then require it), or bind 127.0.0.1 behind a proxy"
         )
     })

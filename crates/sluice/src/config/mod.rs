@@ -81,6 +81,10 @@ pub struct AdminConfig {
     /// needs `SLUICE_ADMIN_TOKEN`.
     #[serde(default, deserialize_with = "listen_address")]
     pub listen: Option<std::net::SocketAddr>,
+    /// Host names requests may address the server by, beside IP addresses
+    /// and `localhost` (a DNS name, or a proxy's). Default: none.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 fn listen_address<'de, D: serde::Deserializer<'de>>(

@@ -335,7 +335,7 @@ async fn attempt(ctx: &Ctx, message: &Message, hold: &Hold) -> Result<(), JobErr
 }
 
 /// Runs `run` for at most `limit`, not counting the time it was held by
-/// a paused destination (`hold`).
+/// a paused destination (`hold`). `Err` when it ran out of time.
 async fn within<F: std::future::Future>(
     limit: Duration,
     hold: &Hold,
@@ -343,17 +343,25 @@ async fn within<F: std::future::Future>(
 ) -> Result<F::Output, ()> {
     let started = Instant::now();
     let mut run = std::pin::pin!(run);
-    let mut deadline = started + limit;
     loop {
+        let held = hold.held();
         tokio::select! {
             out = &mut run => return Ok(out),
-            () = tokio::time::sleep_until(deadline) => match hold.held() {
-                // Held now: look again a whole limit later.
-                None => deadline = Instant::now() + limit,
-                Some(held) if started + limit + held > Instant::now() => {
-                    deadline = started + limit + held;
-                }
-                Some(_) => return Err(()),
+            timed_out = async {
+                let Some(held) = held else {
+                    // Held now: no clock runs until the hold ends.
+                    hold.released().await;
+                    return false;
+                };
+                // A limit too far off to be an instant never ends.
+                let Some(deadline) = limit.checked_add(held).and_then(|d| started.checked_add(d)) else {
+                    return std::future::pending().await;
+                };
+                tokio::time::sleep_until(deadline).await;
+                // A hold that began meanwhile moves the deadline.
+                hold.held() == Some(held)
+            } => if timed_out {
+                return Err(());
             },
         }
     }
@@ -453,5 +461,58 @@ where
             .emit(&ctx.counts);
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: Duration = Duration::from_secs(1);
+
+    #[tokio::test(start_paused = true)]
+    async fn the_timeout_skips_exactly_the_time_held() {
+        // Never held: out at the limit.
+        let hold = Hold::default();
+        let started = Instant::now();
+        assert!(
+            within(LIMIT, &hold, std::future::pending::<()>())
+                .await
+                .is_err()
+        );
+        assert_eq!(started.elapsed(), LIMIT);
+
+        // Held from 0.5 s to 3 s (across the deadline), then hangs: out at
+        // 1 s of its own time, 3.5 s in all.
+        let hold = Hold::default();
+        let started = Instant::now();
+        let job = async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let held = hold.start();
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            drop(held);
+            std::future::pending::<()>().await
+        };
+        assert!(within(LIMIT, &hold, job).await.is_err());
+        assert_eq!(started.elapsed(), Duration::from_millis(3500));
+
+        // Held for longer than the limit, then done in time: not timed out.
+        let hold = Hold::default();
+        let job = async {
+            let held = hold.start();
+            tokio::time::sleep(LIMIT * 5).await;
+            drop(held);
+            tokio::time::sleep(LIMIT / 2).await;
+            "done"
+        };
+        assert_eq!(within(LIMIT, &hold, job).await, Ok("done"));
+
+        // A limit too large to be an instant never ends the job.
+        let hold = Hold::default();
+        let job = async {
+            tokio::time::sleep(Duration::from_secs(7)).await;
+            7
+        };
+        assert_eq!(within(Duration::MAX, &hold, job).await, Ok(7));
     }
 }

@@ -15,7 +15,8 @@
 //!   send to one destination (`scheme://host:port`) in its slot until it is
 //!   resumed; jobs for other destinations go on. The time held does not
 //!   count toward the job timeout, and a stop releases the held jobs'
-//!   messages at once. A pipeline whose jobs all go to the paused destination fills
+//!   messages at once (what earlier steps of such a job did runs again on
+//!   redelivery: at least once). A pipeline whose jobs all go to the paused destination fills
 //!   its slots and so stops taking messages too.
 //!
 //! ```
@@ -183,8 +184,10 @@ impl Control {
 
     /// The receive loop's pool, sized to the current limit.
     pub(crate) fn attach(&self, pool: &Pool) {
-        pool.resize(self.concurrency());
+        // Under the resize lock: a resize cannot fall between the two.
+        let _one_at_a_time = self.resizing.lock().unwrap_or_else(|p| p.into_inner());
         let _ = self.pool.set(pool.clone());
+        pool.resize(self.concurrency());
     }
 
     /// Returns once the pipeline is not paused.
@@ -251,8 +254,9 @@ pub(crate) struct Destination {
 /// Why a destination's switch could not be set.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
-    "pipeline `{pipeline}` has sent nothing to `{destination}` (write it as scheme://host:port); \
-     its destinations: {known}"
+    "pipeline `{pipeline}` has no destination `{destination}` to switch (write it as \
+     scheme://host:port, as listed; past {MAX_DESTINATIONS} destinations the rest are counted \
+     as `other` and cannot be paused one by one); its destinations: {known}"
 )]
 pub struct UnknownDestination {
     pub pipeline: String,
@@ -272,24 +276,29 @@ impl Destinations {
         }
     }
 
+    fn other(&self) -> Arc<Destination> {
+        self.other
+            .get_or_init(|| Arc::new(Destination::new(&self.pipeline, "other")))
+            .clone()
+    }
+
     fn entry(&self, name: &str) -> Arc<Destination> {
-        if let Some(d) = self
-            .seen
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
         {
-            return d.clone();
+            let seen = self.seen.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(d) = seen.get(name) {
+                return d.clone();
+            }
+            // Full: no write lock for each request to a host past the cap.
+            if seen.len() >= MAX_DESTINATIONS {
+                return self.other();
+            }
         }
         let mut seen = self.seen.write().unwrap_or_else(|p| p.into_inner());
         if let Some(d) = seen.get(name) {
             return d.clone();
         }
         if seen.len() >= MAX_DESTINATIONS {
-            return self
-                .other
-                .get_or_init(|| Arc::new(Destination::new(&self.pipeline, "other")))
-                .clone();
+            return self.other();
         }
         let d = Arc::new(Destination::new(&self.pipeline, name));
         seen.insert(name.to_owned(), d.clone());
@@ -395,13 +404,15 @@ impl Destination {
 /// Time a job spent held (by a paused destination), which its timeout
 /// does not count. Cheap to clone: one per job attempt.
 #[derive(Clone, Debug, Default)]
-pub struct Hold(Arc<HoldInner>);
+pub(crate) struct Hold(Arc<HoldInner>);
 
 #[derive(Debug, Default)]
 struct HoldInner {
     state: Mutex<HoldState>,
     /// A permit each time a hold starts.
     started: Notify,
+    /// Woken when a hold ends.
+    ended: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -430,6 +441,18 @@ impl Hold {
         s.since.is_none().then_some(s.total)
     }
 
+    /// Returns once no hold is under way.
+    pub(crate) async fn released(&self) {
+        loop {
+            // Woken by `notify_waiters` from its creation on.
+            let ended = self.0.ended.notified();
+            if self.lock().since.is_none() {
+                return;
+            }
+            ended.await;
+        }
+    }
+
     /// Returns once the job is being held.
     pub(crate) async fn holding(&self) {
         loop {
@@ -448,6 +471,8 @@ impl Drop for Holding<'_> {
         if let Some(since) = s.since.take() {
             s.total += since.elapsed();
         }
+        drop(s);
+        self.0.0.ended.notify_waiters();
     }
 }
 

@@ -140,11 +140,17 @@ pub(crate) async fn drive(parts: Parts) -> PipelineReport {
     info!(pipeline = %name, concurrency = control.concurrency(), "pipeline started");
     counts.set_health(Health::Running);
     loop {
-        // Paused by an operator: nothing, until resumed.
-        tokio::select! {
-            biased;
-            _ = shutdown.requested() => break,
-            () = control.unpaused() => {}
+        // Paused by an operator: nothing, until resumed. What the source
+        // holds undelivered goes back first (nothing renews its lease).
+        if control.is_paused() {
+            if let Err(e) = source.pause().await {
+                warn!(pipeline = %name, error = %crate::error_chain(&e), "handing back what the source held at the pause failed; those messages come back after their lease");
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.requested() => break,
+                () = control.unpaused() => {}
+            }
         }
         // While the breaker is open, nothing (or one message to probe with).
         let most = tokio::select! {

@@ -215,6 +215,15 @@ pub trait Source: Send + 'static {
     /// must be flushed (checkpoints, batched deletes).
     fn close(&mut self) -> BoxFuture<'_, Result<(), SourceError>>;
 
+    /// The pipeline was paused: `receive` will not be called until it is
+    /// resumed (or closed). Hand back what the source holds and has not
+    /// delivered, where nothing would renew its lease meanwhile (SQS:
+    /// messages received ahead, made visible again at once). Default:
+    /// nothing to do.
+    fn pause(&mut self) -> BoxFuture<'_, Result<(), SourceError>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// What the broker can do; see [`Capabilities`].
     fn capabilities(&self) -> Capabilities {
         Capabilities::default()

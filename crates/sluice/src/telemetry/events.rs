@@ -11,7 +11,7 @@ use metrics::{Counter, Gauge, counter, gauge, histogram};
 use sluice_pool::Histogram;
 use tracing::{debug, error, warn};
 
-use super::{IN_FLIGHT, JOB_DURATION, JOBS, RECEIVED, RECEIVES, SETTLE_ERRORS};
+use super::{IN_FLIGHT, JOB_DURATION, JOBS, RECEIVED, SETTLE_ERRORS};
 
 /// A count kept once: the number the report reads and the metric the
 /// exporter reads go up together.
@@ -61,10 +61,6 @@ pub struct PipelineCounts {
     pub deferred: Count,
     /// Settlements the source or the dead-letter target refused.
     pub settle_errors: Count,
-    /// Receive calls that returned messages.
-    pub receives: Count,
-    /// Receive calls that returned none.
-    pub empty_receives: Count,
     in_flight: Gauge,
     job_duration: metrics::Histogram,
     latency: Mutex<Latency>,
@@ -179,12 +175,6 @@ impl PipelineCounts {
             revoked: outcome("revoked"),
             deferred: outcome("deferred"),
             settle_errors: Count::new(counter!(SETTLE_ERRORS, "pipeline" => p.clone())),
-            receives: Count::new(
-                counter!(RECEIVES, "pipeline" => p.clone(), "result" => "messages"),
-            ),
-            empty_receives: Count::new(
-                counter!(RECEIVES, "pipeline" => p.clone(), "result" => "empty"),
-            ),
             in_flight: gauge!(IN_FLIGHT, "pipeline" => p.clone()),
             job_duration: histogram!(JOB_DURATION, "pipeline" => p),
             latency: Mutex::new(Latency {
@@ -340,11 +330,6 @@ impl Event for Received {
     fn emit(self, c: &PipelineCounts) {
         c.received.add(self.count);
         c.in_flight.increment(self.count as f64);
-        if self.count == 0 {
-            c.empty_receives.add(1);
-        } else {
-            c.receives.add(1);
-        }
     }
 }
 

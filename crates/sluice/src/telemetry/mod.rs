@@ -15,7 +15,6 @@
 //! | `sluice_step_duration_seconds` | histogram | `pipeline`, `step` (`1:extract`...) |
 //! | `sluice_settle_errors_total` | counter | `pipeline` |
 //! | `sluice_received_total` | counter | `pipeline` |
-//! | `sluice_receives_total` | counter | `pipeline`, `result` = `messages` \| `empty` |
 //! | `sluice_concurrency_limit` | gauge | `pipeline` |
 //! | `sluice_pipeline_paused` | gauge | `pipeline`, `by` = `operator` \| `breaker` |
 //! | `sluice_source_backlog` | gauge | `pipeline` (where the broker says: Kafka's lag summed, SQS's visible messages) |
@@ -38,7 +37,6 @@ pub const JOB_DURATION: &str = "sluice_job_duration_seconds";
 pub const STEP_DURATION: &str = "sluice_step_duration_seconds";
 pub const SETTLE_ERRORS: &str = "sluice_settle_errors_total";
 pub const RECEIVED: &str = "sluice_received_total";
-pub const RECEIVES: &str = "sluice_receives_total";
 pub const CONCURRENCY_LIMIT: &str = "sluice_concurrency_limit";
 pub const PIPELINE_PAUSED: &str = "sluice_pipeline_paused";
 pub const SOURCE_BACKLOG: &str = "sluice_source_backlog";
@@ -68,10 +66,6 @@ pub fn describe() {
         "Acks, retries, dead letters or releases the source refused."
     );
     describe_counter!(RECEIVED, "Messages received from the source.");
-    describe_counter!(
-        RECEIVES,
-        "Receive calls to the source, by whether they returned messages."
-    );
     describe_gauge!(CONCURRENCY_LIMIT, "The pipeline's concurrency limit now.");
     describe_gauge!(
         PIPELINE_PAUSED,

@@ -23,8 +23,9 @@
 //! file as they are read, deleted when the run ends). A UTF-8 byte order
 //! mark at the start of the input is skipped: it is not part of the first
 //! line, whose offset is then 3. A file cannot delay a line, so retries wait in
-//! the runtime, each holding its job slot; at most `max_pending` lines are
-//! received and unsettled at once, which bounds memory. A line released at
+//! the runtime, each holding its job slot; so at most the concurrency (or
+//! `max_pending`) lines are received and unsettled at once, which bounds
+//! memory. A line released at
 //! shutdown stays unsettled in the checkpoint and runs on the next start.
 
 mod ledger;
@@ -69,7 +70,8 @@ pub struct FileSourceConfig {
     /// for stdin).
     pub failures: Option<String>,
     /// Lines received and not yet settled (running or waiting to retry), at
-    /// most. Default: twice the pipeline's concurrency, as it is resized.
+    /// most. Default: as many as the pipeline's concurrency, resizes
+    /// included (each holds a job slot until settled).
     pub max_pending: Option<usize>,
     /// A JSON pointer (`/user_id`) to each line's ordering key: lines with
     /// the same key run one at a time, in file order. Default: none.
@@ -342,9 +344,7 @@ pub struct FileSource {
     resume: Resume,
     skipped: u64,
     max_body: u64,
-    /// Twice the concurrency the pipeline started with.
-    window: usize,
-    /// `max_pending`, when set: the window whatever the concurrency.
+    /// `max_pending`, when set.
     max_pending: Option<usize>,
     shared: Arc<Shared>,
     progress: Arc<SourceProgress>,
@@ -425,7 +425,6 @@ impl FileSource {
             resume,
             skipped: 0,
             max_body: cx.max_body_bytes,
-            window: cx.concurrency.saturating_mul(2).max(1),
             max_pending: cfg.max_pending,
             shared: Arc::new(Shared {
                 ledger: tx,
@@ -638,13 +637,10 @@ impl FileSource {
             self.take_released(max, &mut out);
             let unsettled = shared.unsettled.load(Relaxed);
             // Released lines are counted in `unsettled` already.
-            // Unsettled lines hold slots (a released one is handed out
-            // again before any fresh line), so `unsettled + max` is the
-            // pipeline's concurrency now, resizes included.
-            let window = self.max_pending.unwrap_or_else(|| {
-                self.window
-                    .max(unsettled.saturating_add(max).saturating_mul(2))
-            });
+            // Without `max_pending`, the pool bounds the unsettled lines:
+            // each holds a slot until settled, and a released one is
+            // handed out again before any fresh line.
+            let window = self.max_pending.unwrap_or(usize::MAX);
             let room = window.saturating_sub(unsettled);
             let take = room.min(max - out.len()).min(self.ready.len());
             let fresh: Vec<Line> = self.ready.drain(..take).collect();

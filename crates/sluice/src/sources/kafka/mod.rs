@@ -235,18 +235,22 @@ struct Callbacks {
 
 impl ClientContext for Callbacks {
     fn stats(&self, stats: Statistics) {
-        let mut backlog = 0u64;
+        let mut backlog = None::<u64>;
         for (topic, t) in &stats.topics {
             for (id, p) in &t.partitions {
                 // -1 is librdkafka's internal "unassigned" partition; a lag
                 // of -1 means unknown (not assigned, or nothing committed).
                 if *id >= 0 && p.consumer_lag >= 0 {
                     self.metrics.lag(&(topic.clone(), *id), p.consumer_lag);
-                    backlog = backlog.saturating_add(p.consumer_lag as u64);
+                    backlog = Some(backlog.unwrap_or(0).saturating_add(p.consumer_lag as u64));
                 }
             }
         }
-        self.metrics.backlog.set(backlog);
+        // No partition's lag known (nothing assigned or committed yet):
+        // the backlog stays as it was, not 0.
+        if let Some(n) = backlog {
+            self.metrics.backlog.set(n);
+        }
     }
 }
 

@@ -225,9 +225,15 @@ const BACKLOG_INTERVAL: Duration = Duration::from_secs(15);
 /// Reads the queue's `ApproximateNumberOfMessages` into `backlog` until
 /// the source is dropped.
 async fn watch_backlog(api: Arc<settle::Api>, backlog: Arc<Backlog>) {
+    let mut warned = false;
     loop {
         match drain::held(&api).await {
             Ok(held) => backlog.set(held.visible),
+            // Once, not every 15 s: the run goes on without a backlog.
+            Err(e) if !warned => {
+                warned = true;
+                tracing::warn!(queue = %api.queue_url, error = %e, "reading the queue's depth failed, so the backlog is unknown; does the role allow sqs:GetQueueAttributes?");
+            }
             Err(e) => {
                 tracing::debug!(queue = %api.queue_url, error = %e, "reading the queue's depth failed")
             }
@@ -561,30 +567,16 @@ impl Source for SqsSource {
         self.stop_when_empty = Some(Drain::new(self.drain_wait));
     }
 
+    fn pause(&mut self) -> BoxFuture<'_, Result<(), SourceError>> {
+        // Nothing renews the lease of a message received and not handed
+        // out: give them all back now, rather than let them come back to
+        // another consumer (an attempt spent) while paused.
+        Box::pin(self.release_held())
+    }
+
     fn close(&mut self) -> BoxFuture<'_, Result<(), SourceError>> {
         Box::pin(async move {
-            // A receive still in flight may already hold messages: give it
-            // a moment to answer so they can be released with the rest.
-            // One that does not answer in time is dropped; what it took
-            // comes back after the visibility timeout.
-            let mut polls = std::mem::take(&mut self.polls);
-            let _ = tokio::time::timeout(CLOSE_WAIT, async {
-                while let Some((_, r)) = polls.next().await {
-                    for m in r.unwrap_or_default() {
-                        if let Some(d) = self.delivery(m) {
-                            self.extra.push_back(d);
-                        }
-                    }
-                }
-            })
-            .await;
-            let held: Vec<Delivery> = self.extra.drain(..).collect();
-            self.shared.out.fetch_add(held.len(), Relaxed);
-            let releases = held.into_iter().map(|d| d.acker.release());
-            let released: Result<Vec<()>, SourceError> = futures::future::join_all(releases)
-                .await
-                .into_iter()
-                .collect();
+            let released = self.release_held().await;
             let r = &self.shared.api.requests;
             tracing::info!(
                 queue = %self.shared.api.queue_url,
@@ -595,8 +587,39 @@ impl Source for SqsSource {
                 send = r.send.get(),
                 "sqs requests"
             );
-            released.map(|_| ())
+            released
         })
+    }
+}
+
+impl SqsSource {
+    /// Releases (visibility 0) every message received and not handed out,
+    /// those of the receives still in flight included.
+    async fn release_held(&mut self) -> Result<(), SourceError> {
+        // A receive still in flight may already hold messages: give it
+        // a moment to answer so they can be released with the rest.
+        // One that does not answer in time is dropped; what it took
+        // comes back after the visibility timeout.
+        let mut polls = std::mem::take(&mut self.polls);
+        self.asked = 0;
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            while let Some((_, r)) = polls.next().await {
+                for m in r.unwrap_or_default() {
+                    if let Some(d) = self.delivery(m) {
+                        self.extra.push_back(d);
+                    }
+                }
+            }
+        })
+        .await;
+        let held: Vec<Delivery> = self.extra.drain(..).collect();
+        self.shared.out.fetch_add(held.len(), Relaxed);
+        let releases = held.into_iter().map(|d| d.acker.release());
+        let released: Result<Vec<()>, SourceError> = futures::future::join_all(releases)
+            .await
+            .into_iter()
+            .collect();
+        released.map(|_| ())
     }
 }
 

@@ -404,6 +404,17 @@ impl Http {
         let url = check_url(&raw_url).map_err(|e| JobError::fail(format!("http: {e}")))?;
         sent.secrets.extend(url_credentials(&url));
         let shown = shown_url(&raw_url);
+        let destination = format!(
+            "{}://{}:{}",
+            url.scheme(),
+            url.host_str().unwrap_or(""),
+            url.port_or_known_default().unwrap_or(0)
+        );
+        // Held here while an operator has it paused (not counted by the
+        // job timeout; a stop releases the job's message), before anything
+        // time-stamped is made: a webhook signed before a long hold would
+        // arrive with an expired timestamp.
+        let gate = self.destinations.admit(&destination, &job.hold).await;
         let body = match &self.body {
             Some(t) => Some(t.render_field("body", ctx.clone())?),
             None => None,
@@ -445,15 +456,6 @@ impl Http {
                 HeaderValue::from_str(&sig).expect("base64 is a valid header value"),
             );
         }
-        let destination = format!(
-            "{}://{}:{}",
-            url.scheme(),
-            url.host_str().unwrap_or(""),
-            url.port_or_known_default().unwrap_or(0)
-        );
-        // Held here while an operator has it paused (not counted by the
-        // job timeout; a stop drops the job and releases its message).
-        let gate = self.destinations.admit(&destination, &job.hold).await;
         let mut req = client()
             .request(self.method.clone(), url)
             .headers(headers)
