@@ -146,7 +146,7 @@ fn filler(format: &str, i: usize) -> (Vec<u8>, String) {
         "json" => format!(r#"{{"id": {id}, "filler": true}}"#),
         "raw" => format!("job-{id} filler"),
         "laravel" => format!(
-            r#"{{"uuid":"f-{id}","displayName":"App\\Jobs\\SendReport","job":"Illuminate\\Queue\\CallQueuedHandler@call","maxTries":3,"data":{{"commandName":"App\\Jobs\\SendReport","command":"O:22:\"App\\Jobs\\SendReport\":1:{{s:4:\"file\";s:17:\"report-{id}.json\";}}"}}}}"#
+            r#"{{"uuid":"f-{id}","displayName":"App\\Jobs\\SendReport","job":"Illuminate\\Queue\\CallQueuedHandler@call","maxTries":3,"data":{{"commandName":"App\\Jobs\\SendReport","command":"O:19:\"App\\Jobs\\SendReport\":1:{{s:4:\"file\";s:17:\"report-{id}.json\";}}"}}}}"#
         ),
         _ => unreachable!(),
     };

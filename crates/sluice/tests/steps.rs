@@ -283,10 +283,10 @@ async fn laravel_commands_are_read_as_text_or_refused() {
         .into_bytes()
     };
     s.jobs(&[
-        job(r#""O:22:\"App\\Jobs\\SendReport\":1:{s:4:\"file\";s:13:\"report-7.json\";}""#),
+        job(r#""O:19:\"App\\Jobs\\SendReport\":1:{s:4:\"file\";s:13:\"report-7.json\";}""#),
         job(r#"{"file": "report-8.json"}"#),
         job(r#"["report-9.json"]"#),
-        job(r#""O:22:\"App\\Jobs\\SendReport\":0:{}""#),
+        job(r#""O:19:\"App\\Jobs\\SendReport\":0:{}""#),
     ]);
     let report = s
         .run(

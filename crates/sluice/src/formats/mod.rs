@@ -10,6 +10,7 @@
 //! dead-lettered with the reason and never retried.
 
 pub mod laravel;
+pub mod php;
 
 use serde::Deserialize;
 

@@ -126,7 +126,7 @@ pub async fn bucket(name: &str, objects: &[(String, String)]) {
 pub fn laravel_job(id: &str, max_tries: u32, backoff: &str) -> String {
     let file = format!("report-{id}.json");
     let command = format!(
-        "O:22:\"App\\\\Jobs\\\\SendReport\":1:{{s:4:\"file\";s:{}:\"{file}\";}}",
+        "O:19:\"App\\\\Jobs\\\\SendReport\":1:{{s:4:\"file\";s:{}:\"{file}\";}}",
         file.len()
     );
     serde_json::json!({

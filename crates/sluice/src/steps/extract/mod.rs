@@ -322,7 +322,7 @@ from = "name""#)
         assert_eq!(j.get("n").unwrap().as_str(), Some("12"));
     }
 
-    const LARAVEL: &[u8] = br#"{"uuid":"u1","displayName":"App\\Jobs\\SendReport","job":"Illuminate\\Queue\\CallQueuedHandler@call","data":{"commandName":"App\\Jobs\\SendReport","command":"O:22:\"App\\Jobs\\SendReport\":1:{s:4:\"file\";s:14:\"report-42.json\";}"},"meta":{"n":5}}"#;
+    const LARAVEL: &[u8] = br#"{"uuid":"u1","displayName":"App\\Jobs\\SendReport","job":"Illuminate\\Queue\\CallQueuedHandler@call","data":{"commandName":"App\\Jobs\\SendReport","command":"O:19:\"App\\Jobs\\SendReport\":1:{s:4:\"file\";s:14:\"report-42.json\";}"},"meta":{"n":5}}"#;
 
     #[test]
     fn regex_reads_a_laravel_command_as_text() {
