@@ -372,3 +372,48 @@ url = "@URL@/got/{{ obj.v }}"
     let paths: Vec<String> = s.receiver.requests().into_iter().map(|r| r.path).collect();
     assert_eq!(paths, ["/got/inside"]);
 }
+
+/// A Laravel job's command, decoded from PHP's `serialize()`, in a
+/// template (`job.command.*`) and a JSON pointer (`/command/...`), no
+/// regex; the model a job carries shows its class and id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn laravel_command_properties_reach_templates_and_pointers() {
+    let s = Setup::new(ReceiverConfig::default()).await;
+    // SendReport { public $reportId = 7; protected $user = ModelIdentifier(App\Models\User, 42) }
+    let command = concat!(
+        r#"O:19:\"App\\Jobs\\SendReport\":2:{s:8:\"reportId\";i:7;s:7:\"\u0000*\u0000user\";"#,
+        r#"O:45:\"Illuminate\\Contracts\\Database\\ModelIdentifier\":2:{"#,
+        r#"s:5:\"class\";s:15:\"App\\Models\\User\";s:2:\"id\";i:42;}}"#
+    );
+    let line = format!(
+        r#"{{"uuid":"u","displayName":"App\\Jobs\\SendReport","job":"Illuminate\\Queue\\CallQueuedHandler@call","data":{{"commandName":"App\\Jobs\\SendReport","command":"{command}"}}}}"#
+    );
+    s.jobs(&[line.into_bytes()]);
+    let report = s
+        .run(
+            r#"
+[[pipeline]]
+name = "laravel"
+concurrency = 1
+[pipeline.source]
+type = "file"
+path = '@DIR@/jobs.ndjson'
+format = "laravel"
+[[pipeline.step]]
+type = "extract"
+pointers = { report = "/command/reportId" }
+[[pipeline.step]]
+type = "http"
+url = "@URL@/reports/{{ report }}/users/{{ job.command.user.id }}"
+body = '{"model": {{ job.command.user.class | tojson }}}'
+"#,
+        )
+        .await;
+    let p = &report.pipelines[0];
+    assert_eq!((p.succeeded, p.dead_lettered), (1, 0), "{p:?}");
+    let requests = s.receiver.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].path, "/reports/7/users/42");
+    let body: serde_json::Value = serde_json::from_slice(&requests[0].body).unwrap();
+    assert_eq!(body["model"], "App\\Models\\User");
+}

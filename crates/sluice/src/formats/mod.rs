@@ -4,7 +4,7 @@
 //! |-----------|------------------------------|----------------------------------------|
 //! | `raw`     | the text (bytes if not UTF-8)| —                                      |
 //! | `json`    | the parsed value             | JSON pointer lookups in `extract`       |
-//! | `laravel` | the parsed payload           | `job.*`: `uuid`, `displayName`, `job`, `maxTries`, `backoff`, `timeout`, `retryUntil`, `data` |
+//! | `laravel` | the parsed payload           | `job.*`: `uuid`, `displayName`, `job`, `maxTries`, `backoff`, `timeout`, `retryUntil`, `data`, and `command`: `data.command` decoded from PHP's `serialize()` ([`php`]; `job.command.reportId`, JSON pointer `/command/reportId`), absent when it cannot be (an encrypted command) |
 //!
 //! A body that does not decode is a permanent failure: the job is
 //! dead-lettered with the reason and never retried.
@@ -45,8 +45,18 @@ impl Format {
             Format::Raw => Ok(Envelope::Raw),
             Format::Json => parse_json(body).map(Envelope::Json),
             Format::Laravel => {
-                let v = parse_json(body)?;
+                let mut v = parse_json(body)?;
                 laravel::check(&v)?;
+                // The job object, decoded from PHP's serialize(), as
+                // `job.command` (an encrypted or unreadable command stays
+                // only the string at `job.data.command`).
+                let command = v["data"]
+                    .get("command")
+                    .and_then(|c| c.as_str())
+                    .and_then(|c| php::unserialize(c.as_bytes()).ok());
+                if let (Some(command), Some(obj)) = (command, v.as_object_mut()) {
+                    obj.insert("command".into(), command.to_json());
+                }
                 Ok(Envelope::Laravel(v))
             }
         }
@@ -141,6 +151,22 @@ mod tests {
                 .decode(payload(r#""O:1:\"J\":0:{}""#).as_bytes())
                 .is_ok()
         );
+        // The serialized command, decoded: templates and pointers read
+        // its properties.
+        let sent = br#"{"displayName":"App\\Jobs\\SendReport","job":"Illuminate\\Queue\\CallQueuedHandler@call","data":{"commandName":"App\\Jobs\\SendReport","command":"O:19:\"App\\Jobs\\SendReport\":2:{s:4:\"file\";s:14:\"report-42.json\";s:8:\"\u0000*\u0000tries\";i:3;}"}}"#;
+        let env = Format::Laravel.decode(sent).unwrap();
+        let v = env.json().unwrap();
+        assert_eq!(v["command"]["file"], "report-42.json");
+        assert_eq!(
+            v["command"]["tries"], 3,
+            "a protected property, by its plain name"
+        );
+        assert_eq!(v["command"]["__class"], "App\\Jobs\\SendReport");
+        // An encrypted command (ShouldBeEncrypted) is not PHP's format: no
+        // `command`, the string stays where it was.
+        let encrypted = br#"{"displayName":"J","job":"x","data":{"commandName":"J","command":"eyJpdiI6IjEyMyJ9"}}"#;
+        let env = Format::Laravel.decode(encrypted).unwrap();
+        assert!(env.json().unwrap().get("command").is_none());
         // Old-style jobs (`Queue::push('Job@handle', $data)`) have no command.
         let old = br#"{"displayName":"Job@handle","job":"Job@handle","data":{"a":1}}"#;
         assert!(Format::Laravel.decode(old).is_ok());
