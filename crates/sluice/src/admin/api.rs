@@ -37,6 +37,17 @@ pub(super) async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError 
     )
 }
 
+pub(super) async fn wrong_method(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{method} is not how {} is used: reads are GET, a resize is PUT, pause and resume \
+             are POST (see the admin server's docs)",
+            uri.path()
+        ),
+    )
+}
+
 /// Checks a request that changes the daemon: the bearer token (when one
 /// is set), a JSON content type and no foreign origin (a page elsewhere
 /// cannot send either without the browser asking first, and we never
@@ -356,8 +367,14 @@ pub(super) struct FailuresQuery {
 
 pub(super) async fn failures(
     State(state): State<Arc<AdminState>>,
-    Query(q): Query<FailuresQuery>,
+    query: Result<Query<FailuresQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
+    let Query(q) = query.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{e}: write it like /api/failures?pipeline=NAME&limit=20"),
+        )
+    })?;
     let limit = q.limit.unwrap_or(50).min(1000);
     let pipelines = match &q.pipeline {
         Some(name) => vec![find(&state, name)?],
@@ -729,7 +746,16 @@ mod router_tests {
         let (_, body) = get(app.clone(), "/api/failures?pipeline=a&limit=5").await;
         let v: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["failures"].as_array().unwrap().len(), 1);
-        let (status, _) = get(app, "/api/failures?pipeline=zzz").await;
+        let (status, _) = get(app.clone(), "/api/failures?pipeline=zzz").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, body) = get(app.clone(), "/api/failures?limit=many").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            body.contains(r#""error":"#) && body.contains("limit=20"),
+            "{body}"
+        );
+        let (status, body) = get(app, "/api/pipelines/a/pause").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert!(body.contains("are POST"), "{body}");
     }
 }

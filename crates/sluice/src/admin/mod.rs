@@ -201,6 +201,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/pipelines/{name}", get(api::one))
         .route("/api/failures", get(api::failures))
         .merge(control)
+        .method_not_allowed_fallback(api::wrong_method)
         .fallback(api::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
