@@ -120,7 +120,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         #[command(subcommand)]
-        action: CtlAction,
+        action: sluice::admin::ctl::Request,
     },
     /// Serve the fault-injecting test receiver (for benchmarks and trials).
     Receiver {
@@ -136,73 +136,6 @@ enum Command {
         #[arg(long, default_value_t = 0.0)]
         throttle_rate: f64,
     },
-}
-
-#[derive(Subcommand, Debug)]
-enum CtlAction {
-    /// Each pipeline: state, in flight against its limit, counts, latency.
-    Status,
-    /// Set a pipeline's concurrency, effective at once (running jobs are
-    /// never interrupted).
-    Resize {
-        pipeline: String,
-        concurrency: usize,
-    },
-    /// Stop a pipeline taking messages (they stay in the broker); jobs in
-    /// flight finish.
-    Pause { pipeline: String },
-    /// Take messages again.
-    Resume { pipeline: String },
-    /// Hold the jobs about to send to one destination (scheme://host:port).
-    PauseDestination {
-        pipeline: String,
-        destination: String,
-    },
-    /// Let a paused destination's jobs go.
-    ResumeDestination {
-        pipeline: String,
-        destination: String,
-    },
-    /// The most recent failed attempts, newest first.
-    Failures {
-        #[arg(long)]
-        pipeline: Option<String>,
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
-    },
-}
-
-impl From<CtlAction> for sluice::admin::ctl::Request {
-    fn from(a: CtlAction) -> Self {
-        use sluice::admin::ctl::Request;
-        match a {
-            CtlAction::Status => Request::Status,
-            CtlAction::Resize {
-                pipeline,
-                concurrency,
-            } => Request::Resize {
-                pipeline,
-                concurrency,
-            },
-            CtlAction::Pause { pipeline } => Request::Pause { pipeline },
-            CtlAction::Resume { pipeline } => Request::Resume { pipeline },
-            CtlAction::PauseDestination {
-                pipeline,
-                destination,
-            } => Request::PauseDestination {
-                pipeline,
-                destination,
-            },
-            CtlAction::ResumeDestination {
-                pipeline,
-                destination,
-            } => Request::ResumeDestination {
-                pipeline,
-                destination,
-            },
-            CtlAction::Failures { pipeline, limit } => Request::Failures { pipeline, limit },
-        }
-    }
 }
 
 /// glibc's allocator serialises on arena locks when one thread frees what
@@ -369,7 +302,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     .or_else(|| std::env::var("SLUICE_ADMIN_URL").ok())
                     .unwrap_or_else(|| "http://127.0.0.1:9600".into());
                 let token = std::env::var("SLUICE_ADMIN_TOKEN").ok();
-                let request = action.into();
+                let request = action;
                 let answer = sluice::admin::ctl::send(&base, token.as_deref(), &request).await?;
                 if json {
                     println!("{}", sluice::admin::ctl::printable(&format!("{answer:#}")));

@@ -17,30 +17,37 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-/// What to ask the daemon.
-#[derive(Debug, Clone)]
+/// What to ask the daemon (also `sluice ctl`'s subcommands).
+#[derive(Debug, Clone, clap::Subcommand)]
 pub enum Request {
+    /// Each pipeline: state, in flight against its limit, counts, latency.
     Status,
+    /// Set a pipeline's concurrency, effective at once (running jobs are
+    /// never interrupted).
     Resize {
         pipeline: String,
         concurrency: usize,
     },
-    Pause {
-        pipeline: String,
-    },
-    Resume {
-        pipeline: String,
-    },
+    /// Stop a pipeline taking messages (they stay in the broker); jobs in
+    /// flight finish.
+    Pause { pipeline: String },
+    /// Take messages again.
+    Resume { pipeline: String },
+    /// Hold the jobs about to send to one destination (scheme://host:port).
     PauseDestination {
         pipeline: String,
         destination: String,
     },
+    /// Let a paused destination's jobs go.
     ResumeDestination {
         pipeline: String,
         destination: String,
     },
+    /// The most recent failed attempts, newest first.
     Failures {
+        #[arg(long)]
         pipeline: Option<String>,
+        #[arg(long, default_value_t = 20)]
         limit: usize,
     },
 }
