@@ -62,8 +62,16 @@ async fn admin_base(run: &mut process::Running) -> String {
     format!("http://{addr}")
 }
 
+/// The admin token the tests that set one use: quotes and a `$` in it,
+/// as an env secret may have.
+const TOKEN: &str = "tok'en\"with$quotes";
+
+/// GETs `url` with [`TOKEN`] (ignored by a daemon that has none).
 async fn get(url: &str) -> (u16, String) {
-    let res = reqwest::get(url)
+    let res = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(TOKEN)
+        .send()
         .await
         .unwrap_or_else(|e| panic!("GET {url}: {e}"));
     (res.status().as_u16(), res.text().await.unwrap())
@@ -251,7 +259,7 @@ async fn operators_resize_pause_and_resume_a_running_pipeline() {
     let dir = tempfile::tempdir().unwrap();
     // ~200 jobs/s at 4 in flight: 50,000 last far longer than the test.
     let cfg = config_with(dir.path(), 50_000, &rx, "job_timeout_secs = 1");
-    let token = "tok'en\"with$quotes";
+    let token = TOKEN;
     let mut run = process::start_env(
         dir.path(),
         0,
@@ -263,7 +271,10 @@ async fn operators_resize_pause_and_resume_a_running_pipeline() {
     tokio::time::timeout(WAIT, rx.wait_for_accepted(20))
         .await
         .expect("jobs reach the receiver");
-    let status = ok(&ctl(&base, None, &["status"]));
+    // Reading the API needs the token too.
+    let refused = ctl(&base, None, &["status"]);
+    assert!(!refused.status.success());
+    let status = ok(&ctl(&base, Some(token), &["status"]));
     assert!(
         status.contains("admin-check") && status.contains("/ 4 "),
         "{status}"
@@ -348,7 +359,10 @@ async fn operators_resize_pause_and_resume_a_running_pipeline() {
         .expect("the held jobs go once the destination is resumed");
     let p = pipeline(&base).await;
     assert_eq!(n(&p, "retried"), 0, "no held job was timed out: {p}");
-    assert_eq!(ok(&ctl(&base, None, &["failures"])).trim(), "no failures");
+    assert_eq!(
+        ok(&ctl(&base, Some(token), &["failures"])).trim(),
+        "no failures"
+    );
 
     // A stop while a destination holds jobs releases them at once, not at
     // the shutdown timeout: they sent nothing.

@@ -101,7 +101,8 @@ pub(super) fn host_allowed(allowed: &[String], host: &str) -> bool {
         || allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
 }
 
-fn allowed(state: &AdminState, headers: &HeaderMap) -> Result<(), ApiError> {
+/// Checks the bearer token, when the daemon has one.
+fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), ApiError> {
     if let Some(token) = &state.token {
         let given = headers
             .get(header::AUTHORIZATION)
@@ -113,7 +114,7 @@ fn allowed(state: &AdminState, headers: &HeaderMap) -> Result<(), ApiError> {
                 return Err(ApiError(
                     StatusCode::UNAUTHORIZED,
                     "this daemon has an admin token: send it as `Authorization: Bearer TOKEN` \
-                     (sluice ctl reads SLUICE_ADMIN_TOKEN)"
+                     (sluice ctl reads SLUICE_ADMIN_TOKEN; the dashboard has a token field)"
                         .into(),
                 ));
             }
@@ -126,6 +127,25 @@ fn allowed(state: &AdminState, headers: &HeaderMap) -> Result<(), ApiError> {
             Some(_) => {}
         }
     }
+    Ok(())
+}
+
+/// Reads of the API (failure reasons quote what the downstream answered)
+/// need the token too, when the daemon has one; `/metrics` and the probes
+/// do not.
+pub(super) async fn read_guard(
+    State(state): State<Arc<AdminState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match authorized(&state, req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn allowed(state: &AdminState, headers: &HeaderMap) -> Result<(), ApiError> {
+    authorized(state, headers)?;
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -702,8 +722,23 @@ mod router_tests {
         )
         .await;
         assert_eq!(status, StatusCode::FORBIDDEN, "an opaque origin is foreign");
-        // Reading needs no token.
-        assert_eq!(get(app, "/api/pipelines/orders").await.0, StatusCode::OK);
+        // Reading the API needs the token too; the metrics and probes not.
+        assert_eq!(
+            get(app.clone(), "/api/pipelines/orders").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            get(app.clone(), "/api/failures").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        let (status, _) = send(&app, "GET", "/api/pipelines", &[auth], "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(get(app.clone(), "/healthz").await.0, StatusCode::OK);
+        assert_eq!(
+            get(app, "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "answered (not yet running), not refused"
+        );
     }
 
     #[tokio::test]

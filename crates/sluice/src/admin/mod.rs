@@ -23,8 +23,10 @@
 //!
 //! Safe by default: it binds where it is told, 127.0.0.1 unless given
 //! another address, and a non-loopback address needs a token
-//! (`SLUICE_ADMIN_TOKEN`). With a token set, every request that changes
-//! the daemon needs `Authorization: Bearer TOKEN`. Such requests must
+//! (`SLUICE_ADMIN_TOKEN`). With a token set, every request to `/api`
+//! (reads too: failure reasons quote what the downstream answered) needs
+//! `Authorization: Bearer TOKEN`; `/metrics`, the probes and the page
+//! itself do not. Such requests must
 //! also be `Content-Type: application/json` and come from no other origin
 //! than the server's own, so a web page in the operator's browser cannot
 //! forge one. A request must name this server by an IP address,
@@ -192,14 +194,20 @@ pub fn router(state: Arc<AdminState>) -> Router {
             state.clone(),
             api::guard,
         ));
+    let reads = Router::new()
+        .route("/api/pipelines", get(api::list))
+        .route("/api/pipelines/{name}", get(api::one))
+        .route("/api/failures", get(api::failures))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            api::read_guard,
+        ));
     Router::new()
         .route("/", get(dashboard))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/api/pipelines", get(api::list))
-        .route("/api/pipelines/{name}", get(api::one))
-        .route("/api/failures", get(api::failures))
+        .merge(reads)
         .merge(control)
         .method_not_allowed_fallback(api::wrong_method)
         .fallback(api::not_found)
