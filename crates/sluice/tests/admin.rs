@@ -344,7 +344,7 @@ async fn operators_resize_pause_and_resume_a_running_pipeline() {
         Some(token),
         &["pause-destination", "admin-check", &destination],
     ));
-    until(&base, "every slot held", |p| n(p, "in_flight") == 12).await;
+    all_held(&base, &rx).await;
     let sent = rx.total();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(rx.total(), sent, "nothing sent to a paused destination");
@@ -371,13 +371,32 @@ async fn operators_resize_pause_and_resume_a_running_pipeline() {
         Some(token),
         &["pause-destination", "admin-check", &destination],
     ));
-    until(&base, "every slot held again", |p| n(p, "in_flight") == 12).await;
+    all_held(&base, &rx).await;
     run.signal("TERM");
     let status = run.wait(WAIT).await;
     let log = run.log();
     assert_eq!(status.code(), Some(3), "messages were handed back: {log}");
     assert!(log.contains("released unsettled 12"), "{log}");
     assert!(!log.contains("shutdown timeout reached"), "{log}");
+}
+
+/// Waits until all 12 slots hold a job and none is at the receiver: the
+/// requests that were past the gate when the destination was paused have
+/// been answered (received == answered, twice in a row 50 ms apart).
+async fn all_held(base: &str, rx: &Receiver) {
+    let mut quiet = 0;
+    let deadline = std::time::Instant::now() + WAIT;
+    while quiet < 2 {
+        let p = pipeline(base).await;
+        let settled_at_receiver = rx.total() == rx.accepted();
+        quiet = if n(&p, "in_flight") == 12 && settled_at_receiver {
+            quiet + 1
+        } else {
+            0
+        };
+        assert!(std::time::Instant::now() < deadline, "never all held: {p}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn metrics_value(base: &str, series: &str) -> f64 {
