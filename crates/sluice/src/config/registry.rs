@@ -53,6 +53,9 @@ sources! {
     /// Kafka topics, in a consumer group.
     #[cfg(feature = "kafka")]
     Kafka(crate::sources::kafka::KafkaSourceConfig),
+    /// Laravel's Redis queue.
+    #[cfg(feature = "redis")]
+    Redis(crate::sources::redis::RedisSourceConfig),
 }
 
 /// `table` read as a `T`: its error, if any.
@@ -115,6 +118,9 @@ mod tests {
         }
         if cfg!(feature = "kafka") {
             types.push("kafka");
+        }
+        if cfg!(feature = "redis") {
+            types.push("redis");
         }
         for ty in types {
             let table: toml_edit::DocumentMut = "nope = 1".parse().unwrap();

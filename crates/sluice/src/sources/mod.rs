@@ -46,6 +46,7 @@
 //! |---|---|---|
 //! | `file` | the line is delivered again first in this run; if the run ends, it stays unsettled in the checkpoint and runs on the next start | waits in process (no broker delay) |
 //! | `sqs` | visibility set to 0: visible at once to every consumer; SQS counts the next receive as another attempt (it has no uncounted redelivery) | visibility set to the delay |
+//! | `redis` | the job as it stood before the pop goes back to the head of the list (its reservation removed): it runs next, its `attempts` not counted | Laravel's release: into `:delayed` at now + delay, counted; with an `ordering_key`, waits in process |
 //! | `kafka` | the offset stays uncommitted: delivered again first while the source runs; at shutdown or revocation, the partition's next owner reads it from the committed offset | waits in process; the partition's commit waits for it |
 //!
 //! **Fields**: a source may give each message [`Message::fields`], which
@@ -91,6 +92,8 @@ pub mod common;
 pub mod file;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(feature = "sqs")]
 pub mod sqs;
 
