@@ -12,26 +12,17 @@
 //! come back soon, and `block_for_secs = 1`. With ordering keys seeded it
 //! reads them at `/key` (and so retries in process).
 
+mod common;
 mod conformance;
 
 use std::collections::HashMap;
 
+use common::redis::{connection, url};
 use redis::Commands;
 use sluice::SourceContext;
 use sluice::sources::Source;
 use sluice::sources::SourceConfig;
 use sluice::sources::redis::RedisSourceConfig;
-
-fn url() -> String {
-    std::env::var("SLUICE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
-}
-
-fn connection() -> redis::Connection {
-    redis::Client::open(url())
-        .unwrap()
-        .get_connection()
-        .expect("Redis runs at SLUICE_REDIS_URL or 127.0.0.1:6379 (scripts/services starts it)")
-}
 
 struct RedisHarness {
     queue: String,

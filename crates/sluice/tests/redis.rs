@@ -5,23 +5,15 @@
 //! back; a delayed job waits its time; attempts count as Laravel counts
 //! them. Each test has a queue of its own and deletes its keys.
 
+mod common;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::redis::{connection, url};
 use redis::Commands;
 use sluice::SourceContext;
 use sluice::sources::redis::RedisSourceConfig;
 use sluice::sources::{Delivery, Received, Source, SourceConfig};
-
-fn url() -> String {
-    std::env::var("SLUICE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
-}
-
-fn connection() -> redis::Connection {
-    redis::Client::open(url())
-        .unwrap()
-        .get_connection()
-        .expect("Redis runs at SLUICE_REDIS_URL or 127.0.0.1:6379 (scripts/services starts it)")
-}
 
 fn now() -> f64 {
     SystemTime::now()

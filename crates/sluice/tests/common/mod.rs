@@ -8,6 +8,8 @@ pub mod aws;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod process;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
