@@ -50,6 +50,16 @@ url = "{}/jobs/{{{{ body.id }}}}"
     path
 }
 
+/// The test receiver, answering after 20 ms.
+async fn receiver_20ms() -> Receiver {
+    Receiver::start(ReceiverConfig {
+        latency: (Duration::from_millis(20), Duration::from_millis(20)),
+        ..ReceiverConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
 /// The admin server's address, from the line the run logs.
 async fn admin_base(run: &mut process::Running) -> String {
     let line = run.wait_for_log("admin server", WAIT).await;
@@ -81,12 +91,7 @@ async fn get(url: &str) -> (u16, String) {
 /// text format, moving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_serves_health_readiness_and_metrics() {
-    let rx = Receiver::start(ReceiverConfig {
-        latency: (Duration::from_millis(20), Duration::from_millis(20)),
-        ..ReceiverConfig::default()
-    })
-    .await
-    .unwrap();
+    let rx = receiver_20ms().await;
     let dir = tempfile::tempdir().unwrap();
     // 2,000 jobs, 4 at a time at 20 ms: ~10 s, stopped long before.
     let cfg = config(dir.path(), 2000, &rx);
@@ -246,16 +251,12 @@ fn n(p: &serde_json::Value, field: &str) -> u64 {
 
 /// An operator resizes, pauses and resumes a running pipeline and one of
 /// its destinations with `sluice ctl`; the API, /metrics and the receiver
-/// agree on what happened, a paused destination's held jobs are not timed
-/// out, and the run still exits 0.
+/// agree on what happened, and a paused destination's held jobs are not
+/// timed out; a stop while it holds jobs releases them at once (exit 3:
+/// handed back unsettled).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_resize_pause_and_resume_a_running_pipeline() {
-    let rx = Receiver::start(ReceiverConfig {
-        latency: (Duration::from_millis(20), Duration::from_millis(20)),
-        ..ReceiverConfig::default()
-    })
-    .await
-    .unwrap();
+    let rx = receiver_20ms().await;
     let dir = tempfile::tempdir().unwrap();
     // ~200 jobs/s at 4 in flight: 50,000 last far longer than the test.
     let cfg = config_with(dir.path(), 50_000, &rx, "job_timeout_secs = 1");

@@ -538,6 +538,11 @@ mod router_tests {
 
     const JSON: (&str, &str) = ("content-type", "application/json");
 
+    /// A POST with the body `{}`.
+    async fn post(app: &axum::Router, path: &str, headers: &[(&str, &str)]) -> (StatusCode, Value) {
+        send(app, "POST", path, headers, "{}").await
+    }
+
     #[tokio::test]
     async fn list_resize_pause_and_resume() {
         let state = Arc::new(AdminState::new(None));
@@ -584,18 +589,18 @@ mod router_tests {
         }
         assert_eq!(p.control.concurrency(), 3, "refused resizes change nothing");
 
-        let (status, body) = send(&app, "POST", "/api/pipelines/orders/pause", &[JSON], "{}").await;
+        let (status, body) = post(&app, "/api/pipelines/orders/pause", &[JSON]).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(
             (body["paused"].clone(), body["state"].clone()),
             (true.into(), "paused".into())
         );
         assert!(p.control.is_paused());
-        let (_, body) = send(&app, "POST", "/api/pipelines/orders/resume", &[JSON], "{}").await;
+        let (_, body) = post(&app, "/api/pipelines/orders/resume", &[JSON]).await;
         assert_eq!(body["paused"], false);
         assert!(!p.control.is_paused());
 
-        let (status, body) = send(&app, "POST", "/api/pipelines/nope/pause", &[JSON], "{}").await;
+        let (status, body) = post(&app, "/api/pipelines/nope/pause", &[JSON]).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(
             body["error"]
@@ -620,7 +625,7 @@ mod router_tests {
 
         p.counts
             .set_health(crate::telemetry::events::Health::Stopped);
-        let (status, body) = send(&app, "POST", "/api/pipelines/orders/pause", &[JSON], "{}").await;
+        let (status, body) = post(&app, "/api/pipelines/orders/pause", &[JSON]).await;
         assert_eq!(status, StatusCode::CONFLICT, "{body}");
         assert!(!p.control.is_paused(), "a stopped pipeline is not switched");
     }
@@ -632,31 +637,16 @@ mod router_tests {
         state.register(p.clone());
         let app = router(state);
         let path = "/api/pipelines/orders/pause";
-        let (status, body) = send(&app, "POST", path, &[JSON], "{}").await;
+        let (status, body) = post(&app, path, &[JSON]).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
-        let (status, _) = send(
-            &app,
-            "POST",
-            path,
-            &[JSON, ("authorization", "Bearer nope")],
-            "{}",
-        )
-        .await;
+        let (status, _) = post(&app, path, &[JSON, ("authorization", "Bearer nope")]).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         let auth = ("authorization", "Bearer s3cret");
         // A cross-site form can post text/plain without asking first.
-        let (status, _) = send(
-            &app,
-            "POST",
-            path,
-            &[auth, ("content-type", "text/plain")],
-            "{}",
-        )
-        .await;
+        let (status, _) = post(&app, path, &[auth, ("content-type", "text/plain")]).await;
         assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-        let (status, _) = send(
+        let (status, _) = post(
             &app,
-            "POST",
             path,
             &[
                 JSON,
@@ -664,14 +654,12 @@ mod router_tests {
                 ("host", "127.0.0.1:9600"),
                 ("origin", "http://evil.example"),
             ],
-            "{}",
         )
         .await;
         assert_eq!(status, StatusCode::FORBIDDEN);
         assert!(!p.control.is_paused(), "no refused request paused it");
-        let (status, _) = send(
+        let (status, _) = post(
             &app,
-            "POST",
             path,
             &[
                 JSON,
@@ -679,15 +667,13 @@ mod router_tests {
                 ("host", "127.0.0.1:9600"),
                 ("origin", "http://127.0.0.1:9600"),
             ],
-            "{}",
         )
         .await;
         assert_eq!(status, StatusCode::OK);
         assert!(p.control.is_paused());
         // DNS rebinding: the page's own origin, its name pointed at us.
-        let (status, body) = send(
+        let (status, body) = post(
             &app,
-            "POST",
             "/api/pipelines/orders/resume",
             &[
                 JSON,
@@ -695,7 +681,6 @@ mod router_tests {
                 ("host", "evil.example:9600"),
                 ("origin", "http://evil.example:9600"),
             ],
-            "{}",
         )
         .await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
@@ -713,12 +698,10 @@ mod router_tests {
         )
         .await;
         assert_eq!(status, StatusCode::FORBIDDEN, "nor can it read");
-        let (status, _) = send(
+        let (status, _) = post(
             &app,
-            "POST",
             path,
             &[JSON, auth, ("host", "127.0.0.1:9600"), ("origin", "null")],
-            "{}",
         )
         .await;
         assert_eq!(status, StatusCode::FORBIDDEN, "an opaque origin is foreign");
