@@ -18,6 +18,10 @@ pub struct SourceContext {
     pub concurrency: usize,
     /// Bodies longer than this are cut and their jobs dead-lettered.
     pub max_body_bytes: u64,
+    /// The pipeline stores its dead letters in a target of its own
+    /// (`[pipeline.dead_letter]`): the source need not have one, and must
+    /// not refuse to open for want of one.
+    pub dead_letters_elsewhere: bool,
 }
 
 impl SourceContext {
@@ -28,6 +32,7 @@ impl SourceContext {
             pipeline: pipeline.into(),
             concurrency,
             max_body_bytes: 1 << 20,
+            dead_letters_elsewhere: false,
         }
     }
 }

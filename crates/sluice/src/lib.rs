@@ -30,6 +30,7 @@
 pub mod admin;
 pub mod component;
 pub mod config;
+pub mod dead_letters;
 #[cfg(feature = "file")]
 pub mod demo;
 pub mod formats;

@@ -122,6 +122,9 @@ pub struct PipelineConfig {
     /// Retries and backoff.
     #[serde(default)]
     pub retry: RetryConfig,
+    /// Where failed jobs go. Default: the source's own target.
+    #[serde(default)]
+    pub dead_letter: crate::dead_letters::DeadLetterConfig,
 }
 
 /// `[pipeline.retry]`.
@@ -327,6 +330,9 @@ impl Loaded {
             source
                 .check()
                 .map_err(|e| self.error_at(&source_at.clone().key(&e.field), e.message))?;
+            p.dead_letter.check(source).map_err(|e| {
+                self.error_at(&at.clone().key("dead_letter").key(&e.field), e.message)
+            })?;
             let cx = StepContext::new(&p.name, p.concurrency);
             let mut steps = Vec::new();
             for (j, s) in p.steps.iter().enumerate() {
@@ -427,6 +433,10 @@ impl Loaded {
                 pipeline: p.name.clone(),
                 concurrency: p.concurrency,
                 max_body_bytes: p.max_body_bytes,
+                dead_letters_elsewhere: !matches!(
+                    p.dead_letter,
+                    crate::dead_letters::DeadLetterConfig::Source
+                ),
             };
             let mut source = p
                 .source
@@ -437,7 +447,20 @@ impl Loaded {
             if opts.stop_when_empty {
                 source.stop_when_empty();
             }
-            let worker = Worker::builder(&p.name)
+            let dead_letters = p.dead_letter.build(p.source.config()).await.map_err(|e| {
+                self.error_at(
+                    &FieldPath::default()
+                        .key("pipeline")
+                        .index(plan.index)
+                        .key("dead_letter"),
+                    crate::error_chain(&e),
+                )
+            })?;
+            let mut builder = Worker::builder(&p.name);
+            if let Some(target) = dead_letters {
+                builder = builder.dead_letters(target);
+            }
+            let worker = builder
                 .boxed_source(source)
                 .handler(plan.steps)
                 .shared_retry(plan.retry)

@@ -389,4 +389,11 @@ pub trait SourceConfig: fmt::Debug + Send + Sync {
         &'a self,
         cx: &'a SourceContext,
     ) -> BoxFuture<'a, Result<Box<dyn Source>, SourceError>>;
+    /// Laravel's names for this queue, `(connection, queue)`, as its
+    /// worker writes them to `failed_jobs` (`("redis", "reports")`,
+    /// `("sqs", queue URL)`): the defaults of the `failed_jobs`
+    /// dead-letter target. Default none.
+    fn laravel_queue(&self) -> Option<(String, String)> {
+        None
+    }
 }

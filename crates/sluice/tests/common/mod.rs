@@ -7,6 +7,8 @@
 pub mod aws;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "redis")]
+pub mod laravel;
 pub mod process;
 #[cfg(feature = "redis")]
 pub mod redis;

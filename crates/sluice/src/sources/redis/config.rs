@@ -148,6 +148,11 @@ impl SourceConfig for RedisSourceConfig {
     ) -> BoxFuture<'a, Result<Box<dyn Source>, SourceError>> {
         Box::pin(async move { Ok(Box::new(RedisSource::open(self, cx).await?) as Box<dyn Source>) })
     }
+
+    fn laravel_queue(&self) -> Option<(String, String)> {
+        // RedisJob's getQueue(): the name, without prefix or `queues:`.
+        Some(("redis".into(), self.queue.clone()))
+    }
 }
 
 #[cfg(test)]

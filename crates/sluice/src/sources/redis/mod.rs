@@ -39,7 +39,10 @@
 //!   would let the jobs behind them run first. Other consumers of the
 //!   queue know nothing of keys.
 //! - **Dead letters** are pushed as JSON records to the list
-//!   `dead_letter_list`; Laravel's `failed_jobs` table comes next.
+//!   `dead_letter_list`, unless the pipeline names a target of its own:
+//!   `[pipeline.dead_letter] type = "failed_jobs"` writes the row Laravel's
+//!   worker writes ([`crate::dead_letters::failed_jobs`]), so
+//!   `queue:failed` lists the job and `queue:retry` re-queues it.
 //! - **Backlog**: the list's length (ready jobs; not the delayed or
 //!   reserved ones, as Laravel's `pendingSize`), read at each receive.
 //! - **`--stop-when-empty`** ends the run once the list, `:delayed` and

@@ -27,7 +27,9 @@
 //! - Dead letters go to `dead_letter_queue_url`, or else to the queue its
 //!   redrive policy names, sent by sluice itself (with the reason in the
 //!   `sluice_dead_letter_reason` attribute, the pipeline and the attempts);
-//!   only once stored is the message deleted.
+//!   only once stored is the message deleted. A pipeline with a target of
+//!   its own (`[pipeline.dead_letter]`, e.g. Laravel's `failed_jobs`
+//!   table) needs neither.
 //! - At shutdown (release) a message is made visible again at once.
 //! - `--stop-when-empty` ends the run only once the queue holds nothing,
 //!   in sight or out of it (`drain.rs` says how): it waits, up to
@@ -134,6 +136,11 @@ impl SourceConfig for SqsSourceConfig {
     ) -> BoxFuture<'a, Result<Box<dyn Source>, SourceError>> {
         Box::pin(async move { Ok(Box::new(SqsSource::open(self, cx).await?) as Box<dyn Source>) })
     }
+
+    fn laravel_queue(&self) -> Option<(String, String)> {
+        // SqsJob's getQueue(): the queue's URL.
+        Some(("sqs".into(), self.queue_url.clone()))
+    }
 }
 
 impl SqsSourceConfig {
@@ -197,7 +204,8 @@ type Poll = BoxFuture<'static, (usize, Result<Vec<aws_sdk_sqs::types::Message>, 
 /// The running source.
 pub struct SqsSource {
     shared: Arc<Shared>,
-    dead_letters: Arc<DeadLetterQueue>,
+    /// None when the pipeline has a target of its own.
+    dead_letters: Option<Arc<DeadLetterQueue>>,
     wait_time_secs: i32,
     pollers: usize,
     /// Pollers allowed now: one after an empty receive, all after a full one.
@@ -321,13 +329,15 @@ impl SqsSource {
             &cfg.dead_letter_queue_url,
             attrs.get(&QueueAttributeName::RedrivePolicy),
         ) {
-            (Some(dlq), _) => dlq.clone(),
-            (None, Some(policy)) => redrive_target(&client, policy).await.map_err(|e| {
+            (Some(dlq), _) => Some(dlq.clone()),
+            // The pipeline's own target takes them.
+            (None, _) if cx.dead_letters_elsewhere => None,
+            (None, Some(policy)) => Some(redrive_target(&client, policy).await.map_err(|e| {
                 SourceError::fatal(format!(
                     "`{}`: {e}; set dead_letter_queue_url instead",
                     cfg.queue_url
                 ))
-            })?,
+            })?),
             (None, None) => {
                 return Err(SourceError::fatal(format!(
                     "`{}` has no redrive policy and no dead_letter_queue_url is set, so failed \
@@ -380,9 +390,11 @@ impl SqsSource {
         let tasks = vec![deleter, changer, watcher];
         Ok(SqsSource {
             backlog,
-            dead_letters: Arc::new(DeadLetterQueue {
-                shared: shared.clone(),
-                url: dlq,
+            dead_letters: dlq.map(|url| {
+                Arc::new(DeadLetterQueue {
+                    shared: shared.clone(),
+                    url,
+                })
             }),
             shared,
             wait_time_secs: cfg.wait_time_secs as i32,
@@ -560,7 +572,9 @@ impl Source for SqsSource {
     }
 
     fn dead_letters(&self) -> Option<Arc<dyn DeadLetterTarget>> {
-        Some(self.dead_letters.clone())
+        self.dead_letters
+            .clone()
+            .map(|d| d as Arc<dyn DeadLetterTarget>)
     }
 
     fn stop_when_empty(&mut self) {

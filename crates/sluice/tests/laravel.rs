@@ -1,0 +1,377 @@
+//! sluice and a real Laravel 8 on one Redis queue: jobs an app dispatches
+//! (Laravel's own Bus dispatcher and RedisQueue, through the PHP scripts in
+//! `tests/interop/laravel/`) run under the `sluice` binary; jobs sluice
+//! releases run under Laravel's own `Worker` with the attempts Laravel
+//! expects; Laravel's and sluice's reservations of one payload are the
+//! same bytes; a job Laravel abandoned comes back to sluice after
+//! `retry_after`.
+//!
+//! Needs PHP with Laravel 8 (`scripts/laravel` installs it) and the Redis
+//! `scripts/services` starts; a test fails, saying so, when either is
+//! missing. Each test has queues of its own and deletes their keys.
+
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::laravel::{Laravel, PREFIX};
+use common::process::{self, Running};
+use serde_json::json;
+use sluice::testkit::{Receiver, ReceiverConfig};
+use tempfile::TempDir;
+
+/// The bound on every wait; reaching it fails the test.
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn receiver(config: ReceiverConfig) -> Receiver {
+    Receiver::start(ReceiverConfig {
+        record: true,
+        ..config
+    })
+    .await
+    .expect("the receiver starts")
+}
+
+/// A `sluice run` config for `queue`: each job's report id, decoded from
+/// the PHP command, in the path; the command's properties and the
+/// attempt in the body. `extra` is appended (a `[pipeline.retry]`).
+fn config(
+    dir: &TempDir,
+    queue: &str,
+    retry_after_secs: u64,
+    rx: &Receiver,
+    extra: &str,
+) -> PathBuf {
+    let text = format!(
+        r#"shutdown_timeout_secs = 5
+[[pipeline]]
+name = "reports"
+concurrency = 4
+job_timeout_secs = 30
+[pipeline.source]
+type = "redis"
+url = "{redis}"
+queue = "{queue}"
+prefix = "{PREFIX}"
+retry_after_secs = {retry_after_secs}
+block_for_secs = 1
+format = "laravel"
+[[pipeline.step]]
+type = "http"
+url = "{url}/reports/{{{{ job.command.reportId }}}}"
+body = '{{"uuid": {{{{ job.uuid | tojson }}}}, "attempt": {{{{ message.attempt }}}}, "command": {{{{ job.command | tojson }}}}}}'
+{extra}
+"#,
+        redis = common::redis::url(),
+        url = rx.url(),
+    );
+    let path = dir.path().join(format!("{queue}.toml"));
+    std::fs::write(&path, text).expect("write the config");
+    path
+}
+
+/// What the receiver accepted, by report id: each request's JSON body.
+fn accepted(rx: &Receiver) -> BTreeMap<u64, Vec<serde_json::Value>> {
+    let mut by_id: BTreeMap<u64, Vec<serde_json::Value>> = BTreeMap::new();
+    for r in rx.requests().iter().filter(|r| r.status / 100 == 2) {
+        let id = r
+            .path
+            .strip_prefix("/reports/")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected path {}", r.path));
+        let body = serde_json::from_slice(&r.body)
+            .unwrap_or_else(|e| panic!("body of {} is not JSON ({e}): {:?}", r.path, r.body));
+        by_id.entry(id).or_default().push(body);
+    }
+    by_id
+}
+
+fn json_of(bytes: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
+}
+
+/// Polls `cond` every 10 ms; fails the test with `what` (and sluice's log)
+/// after [`WAIT`], or when sluice exits first.
+async fn wait_until(what: &str, run: &mut Running, mut cond: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !cond() {
+        if let Some(status) = run.exited() {
+            panic!(
+                "sluice exited ({status}) before {what}; its log:\n{}",
+                run.log()
+            );
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "timed out waiting for {what}; sluice's log:\n{}",
+            run.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn run_until_empty(dir: &TempDir, n: usize, config: &Path) -> Running {
+    let mut run = process::start(dir.path(), n, config, &["--stop-when-empty"]);
+    let status = run.wait(WAIT).await;
+    assert_eq!(status.code(), Some(0), "sluice's log:\n{}", run.log());
+    run
+}
+
+/// The properties of `ProcessReport` (tests/interop/laravel/jobs.php) for
+/// `id`, as the `laravel` format decodes them from `serialize()`.
+fn process_report(id: u64, queue: &str) -> serde_json::Value {
+    json!({
+        "__class": "App\\Jobs\\ProcessReport",
+        "reportId": id,
+        "format": "pdf",
+        "options": {"locale": "fr", "pages": [1, 2]},
+        "ratio": 0.75,
+        "urgent": true,
+        "note": null,
+        "filters": {
+            "region": ["eu", "us"],
+            "range": {"from": 1, "to": 31},
+            "tags": [],
+            "label": "caf\u{e9} \"quoted\" / slashed",
+        },
+        "job": null,
+        "connection": null,
+        "queue": queue,
+        "chainConnection": null,
+        "chainQueue": null,
+        "chainCatchCallbacks": null,
+        "delay": null,
+        "afterCommit": null,
+        "middleware": [],
+        "chained": [],
+    })
+}
+
+#[tokio::test]
+async fn jobs_laravel_dispatches_run_under_sluice() {
+    let laravel = Laravel::new("dispatch");
+    let q = laravel.queue.as_str();
+    let rx = receiver(ReceiverConfig::default()).await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+
+    // Three now, one delayed 1 s, as `ProcessReport::dispatch($id)` writes them.
+    let mut payloads = laravel.dispatch(q, 3, &["--start=1"]).await;
+    payloads.extend(laravel.dispatch(q, 1, &["--start=4", "--delay=1"]).await);
+    assert_eq!(payloads.len(), 4);
+    assert_eq!(Laravel::held(q), (3, 0, 1), "three ready, one in :delayed");
+    let uuids: Vec<String> = payloads
+        .iter()
+        .map(|p| json_of(p)["uuid"].as_str().expect("a uuid").to_owned())
+        .collect();
+
+    let config = config(&dir, q, 90, &rx, "");
+    run_until_empty(&dir, 1, &config).await;
+
+    // Each once, its command decoded: public, protected and private
+    // properties, float, bool, null, nested and empty arrays, UTF-8.
+    let got = accepted(&rx);
+    assert_eq!(got.keys().copied().collect::<Vec<_>>(), [1, 2, 3, 4]);
+    for (id, bodies) in &got {
+        assert_eq!(bodies.len(), 1, "report {id} delivered once: {bodies:?}");
+        let body = &bodies[0];
+        assert_eq!(body["uuid"], uuids[*id as usize - 1], "report {id}");
+        assert_eq!(body["attempt"], 1, "report {id}");
+        let mut expected = process_report(*id, q);
+        if *id == 4 {
+            expected["delay"] = 1.into();
+        }
+        assert_eq!(body["command"], expected, "report {id}");
+    }
+    assert_eq!(
+        Laravel::held(q),
+        (0, 0, 0),
+        "Redis holds nothing of the queue"
+    );
+}
+
+#[tokio::test]
+async fn a_job_sluice_released_completes_under_laravels_worker() {
+    let laravel = Laravel::new("release");
+    let q = laravel.queue.as_str();
+    // The first POST of each path fails with a retryable 503.
+    let rx = receiver(ReceiverConfig {
+        fail_first: 1,
+        error_status: 503,
+        ..ReceiverConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    // tries 3, backoff [1, 2]: maxTries 3 and backoff "1,2" in the payload.
+    let payload = laravel
+        .dispatch(q, 1, &["--class=RetriedReport", "--start=9"])
+        .await
+        .remove(0);
+    let dispatched = json_of(&payload);
+    assert_eq!(dispatched["maxTries"], 3);
+    assert_eq!(dispatched["backoff"], "1,2");
+
+    // sluice's retry waits 3 s in :delayed (the config outranks the job's
+    // backoff, so the test has time to stop sluice before it is due).
+    let backoff =
+        "[pipeline.retry]\nbackoff = { initial_ms = 3000, max_ms = 3000, jitter = false }";
+    let config = config(&dir, q, 90, &rx, backoff);
+    let mut run = process::start(dir.path(), 1, &config, &[]);
+    wait_until("sluice released the job into :delayed", &mut run, || {
+        let (ready, reserved, delayed) = Laravel::held(q);
+        ready == 0 && reserved == 0 && delayed == 1
+    })
+    .await;
+    run.signal("TERM");
+    let status = run.wait(WAIT).await;
+    assert_eq!(status.code(), Some(0), "sluice's log:\n{}", run.log());
+    assert_eq!(rx.total(), 1, "one attempt, answered 503");
+    assert!(accepted(&rx).is_empty());
+
+    // Laravel's release: the reserved member (attempts counted) in
+    // :delayed, due in about 3 s.
+    let delayed = Laravel::delayed(q);
+    let (member, due) = &delayed[0];
+    let released = json_of(member);
+    assert_eq!(released["uuid"], dispatched["uuid"]);
+    assert_eq!(released["attempts"], 1, "sluice's run counted");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        *due > now - 1.0 && *due < now + 4.0,
+        "due at {due}, now {now}"
+    );
+
+    // Laravel's worker waits for it to fall due and runs it: its second
+    // attempt of three.
+    let out = laravel.work(q, &["--max-jobs=1", "--sleep=1"]).await;
+    assert!(
+        out.text().contains("Processed:  App\\Jobs\\RetriedReport"),
+        "{}",
+        out.text()
+    );
+    let handled = laravel.handled();
+    assert_eq!(handled.len(), 1, "{handled:?}");
+    assert_eq!(handled[0]["job"], "App\\Jobs\\RetriedReport");
+    assert_eq!(handled[0]["uuid"], dispatched["uuid"]);
+    assert_eq!(handled[0]["reportId"], 9);
+    assert_eq!(
+        handled[0]["attempts"], 2,
+        "Laravel's attempts(): sluice's run and its own"
+    );
+    assert_eq!(Laravel::held(q), (0, 0, 0), "deleted by Laravel");
+}
+
+/// A Laravel 8 payload as a non-PHP producer writes it, by hand: the
+/// command serialized with only the property `handle()` reads.
+fn hand_made_payload(uuid: &str, report_id: u64) -> String {
+    format!(
+        r#"{{"uuid":"{uuid}","displayName":"App\\Jobs\\ProcessReport","job":"Illuminate\\Queue\\CallQueuedHandler@call","maxTries":null,"maxExceptions":null,"failOnTimeout":false,"backoff":null,"timeout":null,"retryUntil":null,"data":{{"commandName":"App\\Jobs\\ProcessReport","command":"O:22:\"App\\Jobs\\ProcessReport\":1:{{s:8:\"reportId\";i:{report_id};}}"}},"id":"{uuid}","attempts":0}}"#
+    )
+}
+
+#[tokio::test]
+async fn jobs_a_non_php_producer_pushes_run_under_laravels_worker() {
+    let laravel = Laravel::new("producer");
+    let q = laravel.queue.as_str();
+    for (uuid, id) in [("made-in-rust-1", 77), ("made-in-rust-2", 78)] {
+        Laravel::push_raw(q, hand_made_payload(uuid, id).as_bytes());
+    }
+    let out = laravel.work(q, &["--stop-when-empty", "--sleep=1"]).await;
+    let handled = laravel.handled();
+    let runs: Vec<(&str, u64, u64)> = handled
+        .iter()
+        .map(|h| {
+            (
+                h["uuid"].as_str().unwrap(),
+                h["reportId"].as_u64().unwrap(),
+                h["attempts"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        runs,
+        [("made-in-rust-1", 77, 1), ("made-in-rust-2", 78, 1)],
+        "worker output:\n{}\n{}",
+        out.text(),
+        out.stderr
+    );
+    assert_eq!(Laravel::held(q), (0, 0, 0));
+}
+
+#[tokio::test]
+async fn laravel_and_sluice_reserve_the_same_bytes() {
+    let laravel = Laravel::new("bytes");
+    let (a, b) = (laravel.queue.as_str(), laravel.other.as_str());
+    // The receiver holds each request, so sluice's reservation lasts.
+    let rx = receiver(ReceiverConfig {
+        latency: (WAIT, WAIT),
+        ..ReceiverConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+
+    // One payload as Laravel pushed it onto `a`, and the same bytes onto `b`.
+    let payload = laravel.dispatch(a, 1, &["--start=5"]).await.remove(0);
+    Laravel::push_raw(b, &payload);
+
+    // Laravel reserves `a`'s, and hands back exactly what Redis holds.
+    let by_laravel = laravel.pop(a, 90).await;
+    assert_eq!(Laravel::reserved(a), std::slice::from_ref(&by_laravel));
+    assert_eq!(json_of(&by_laravel)["attempts"], 1);
+    assert_ne!(by_laravel, payload, "the pop script re-encodes it");
+
+    // sluice reserves `b`'s while its job hangs.
+    let config = config(&dir, b, 90, &rx, "");
+    let mut run = process::start(dir.path(), 1, &config, &[]);
+    wait_until("sluice reserved the job", &mut run, || {
+        Laravel::reserved(b).len() == 1 && rx.total() == 1
+    })
+    .await;
+    let by_sluice = Laravel::reserved(b).remove(0);
+    assert!(
+        by_sluice == by_laravel,
+        "the reserved members differ:\nLaravel: {}\nsluice:  {}",
+        String::from_utf8_lossy(&by_laravel),
+        String::from_utf8_lossy(&by_sluice)
+    );
+    drop(run);
+}
+
+#[tokio::test]
+async fn a_job_laravel_abandoned_comes_back_to_sluice_after_retry_after() {
+    let laravel = Laravel::new("abandoned");
+    let q = laravel.queue.as_str();
+    let rx = receiver(ReceiverConfig::default()).await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let payload = laravel.dispatch(q, 1, &["--start=6"]).await.remove(0);
+    let uuid = json_of(&payload)["uuid"].clone();
+
+    // A Laravel worker pops it with retry_after 1 and dies holding it.
+    let reserved = laravel.pop(q, 1).await;
+    assert_eq!(Laravel::held(q), (0, 1, 0));
+
+    // sluice (retry_after 2) waits for the reservation to expire, migrates
+    // it back, and runs it: Laravel's attempt counted, and its own.
+    let config = config(&dir, q, 2, &rx, "");
+    run_until_empty(&dir, 1, &config).await;
+    let got = accepted(&rx);
+    assert_eq!(got.keys().copied().collect::<Vec<_>>(), [6], "{got:?}");
+    assert_eq!(got[&6].len(), 1);
+    let body = &got[&6][0];
+    assert_eq!(body["uuid"], uuid);
+    assert_eq!(body["attempt"], 2, "the abandoned run counts");
+    assert_eq!(body["command"], process_report(6, q));
+    assert_eq!(json_of(&reserved)["attempts"], 1);
+    assert_eq!(
+        Laravel::held(q),
+        (0, 0, 0),
+        "Redis holds nothing of the queue"
+    );
+}
