@@ -50,13 +50,43 @@ pub fn error(what: &str, e: redis::RedisError) -> SourceError {
         || e.is_connection_refusal()
         || e.is_timeout()
         || !matches!(e.retry_method(), redis::RetryMethod::NoRetry);
+    // The message quotes `e`: attached as the source too, it would print
+    // twice in an error chain.
     if transient {
-        SourceError::transient(format!("redis: {what} failed: {e}")).with_source(e)
+        SourceError::transient(format!("redis: {what} failed: {e}"))
     } else {
         SourceError::fatal(format!(
             "redis: {what} failed: {e}; check that `queue` and `prefix` name the Laravel queue's keys and that nothing else writes them"
         ))
-        .with_source(e)
+    }
+}
+
+/// Runs a settlement command, again while it fails with a transient error
+/// (a connection lost mid-command, Redis restarting), for up to about 15 s
+/// with backoff from 100 ms to 2 s, while the connection manager
+/// reconnects. Safe because every settlement is idempotent: `ZREM` of a
+/// member, and scripts that act only while the job is still reserved. A
+/// command whose reply was lost may have run: `f` learns, by its argument,
+/// that this is a second try. Other errors, and the last transient one,
+/// are returned.
+async fn settling<T, F, Fut>(mut f: F) -> Result<T, SourceError>
+where
+    F: FnMut(bool) -> Fut,
+    Fut: std::future::Future<Output = Result<T, SourceError>>,
+{
+    let mut delay = Duration::from_millis(100);
+    let mut waited = Duration::ZERO;
+    let mut again = false;
+    loop {
+        match f(again).await {
+            Err(e) if e.is_transient() && waited < Duration::from_secs(15) => {
+                tokio::time::sleep(delay).await;
+                waited += delay;
+                delay = (delay * 2).min(Duration::from_secs(2));
+                again = true;
+            }
+            other => return other,
+        }
     }
 }
 
@@ -81,12 +111,21 @@ impl RedisAcker {
     /// Removes the reserved member: Laravel's `deleteReserved`.
     async fn delete(self: Box<Self>) -> Result<(), SourceError> {
         self.begin();
-        let mut conn = self.shared.conn.clone();
-        let removed: i64 = conn
-            .zrem(&self.shared.keys.reserved, self.reserved.as_ref())
-            .await
-            .map_err(|e| error("deleting a reserved job (ZREM)", e))?;
-        if removed == 0 {
+        let (removed, again) = settling(|again| {
+            let mut conn = self.shared.conn.clone();
+            let (key, member) = (&self.shared.keys.reserved, self.reserved.clone());
+            async move {
+                let removed: i64 = conn
+                    .zrem(key, member.as_ref())
+                    .await
+                    .map_err(|e| error("deleting a reserved job (ZREM)", e))?;
+                Ok((removed, again))
+            }
+        })
+        .await?;
+        // On a second try, 0 most likely means the first one ran and only
+        // its reply was lost.
+        if removed == 0 && !again {
             // Its reservation expired and it was migrated back: another
             // consumer has it now, and will run it again.
             tracing::warn!(queue = %self.shared.keys.queue, "a job's reservation had expired before it was deleted; it will run again (raise retry_after_secs?)");
@@ -111,17 +150,25 @@ impl Acker for RedisAcker {
     fn retry(self: Box<Self>, delay: Duration) -> BoxFuture<'static, Result<(), SourceError>> {
         Box::pin(async move {
             self.begin();
-            let mut conn = self.shared.conn.clone();
-            let keys = &self.shared.keys;
-            let _was_reserved: i64 = RETRY
-                .key(&keys.delayed)
-                .key(&keys.reserved)
-                .arg(self.reserved.as_ref())
-                .arg(score_in(delay))
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| error("releasing a job to :delayed", e))?;
-            Ok(())
+            let this = &*self;
+            let keys = &this.shared.keys;
+            // The delay counts from the first try.
+            let due = score_in(delay);
+            settling(|_| {
+                let mut conn = this.shared.conn.clone();
+                async move {
+                    let _was_reserved: i64 = RETRY
+                        .key(&keys.delayed)
+                        .key(&keys.reserved)
+                        .arg(this.reserved.as_ref())
+                        .arg(due)
+                        .invoke_async(&mut conn)
+                        .await
+                        .map_err(|e| error("releasing a job to :delayed", e))?;
+                    Ok(())
+                }
+            })
+            .await
         })
     }
 
@@ -132,18 +179,24 @@ impl Acker for RedisAcker {
     fn release(self: Box<Self>) -> BoxFuture<'static, Result<(), SourceError>> {
         Box::pin(async move {
             self.begin();
-            let mut conn = self.shared.conn.clone();
-            let keys = &self.shared.keys;
-            let _was_reserved: i64 = RELEASE
-                .key(&keys.queue)
-                .key(&keys.reserved)
-                .key(&keys.notify)
-                .arg(self.reserved.as_ref())
-                .arg(self.original.as_ref())
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| error("handing a job back to the queue", e))?;
-            Ok(())
+            let this = &*self;
+            let keys = &this.shared.keys;
+            settling(|_| {
+                let mut conn = this.shared.conn.clone();
+                async move {
+                    let _was_reserved: i64 = RELEASE
+                        .key(&keys.queue)
+                        .key(&keys.reserved)
+                        .key(&keys.notify)
+                        .arg(this.reserved.as_ref())
+                        .arg(this.original.as_ref())
+                        .invoke_async(&mut conn)
+                        .await
+                        .map_err(|e| error("handing a job back to the queue", e))?;
+                    Ok(())
+                }
+            })
+            .await
         })
     }
 

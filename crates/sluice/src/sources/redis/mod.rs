@@ -50,8 +50,12 @@
 //!   waits for delayed jobs and for other consumers' reservations.
 //! - **Connection loss**: commands fail as transient errors while the
 //!   connection manager reconnects with exponential backoff; the runtime
-//!   retries the receive, and a failed settlement leaves the job reserved,
-//!   to come back after `retry_after_secs`.
+//!   retries the receive. A settlement (delete, release, extend's
+//!   siblings) is tried again for up to about 15 s, which rides out a
+//!   Redis restart: each is idempotent (`ZREM` of the member, scripts that
+//!   act only while the job is still reserved), so a command whose reply
+//!   was lost is safe to repeat. One that still fails leaves the job
+//!   reserved, to come back after `retry_after_secs`.
 
 mod acker;
 mod config;
