@@ -39,6 +39,8 @@ pub mod job;
 pub mod redact;
 pub mod retry;
 pub mod runtime;
+#[cfg(any(feature = "redis", feature = "sqs"))]
+pub mod send;
 pub mod sources;
 pub mod steps;
 pub mod telemetry;

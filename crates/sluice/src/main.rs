@@ -122,6 +122,8 @@ enum Command {
         #[command(subcommand)]
         action: sluice::admin::ctl::Request,
     },
+    /// Push Laravel jobs to a Redis or SQS queue, as a Laravel app does.
+    Send(sluice::send::SendArgs),
     /// Serve the fault-injecting test receiver (for benchmarks and trials).
     Receiver {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -309,6 +311,10 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 } else {
                     println!("{}", sluice::admin::ctl::render(&request, &answer));
                 }
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Send(args) => {
+                sluice::send::send(args).await?;
                 Ok(ExitCode::SUCCESS)
             }
             Command::Receiver {

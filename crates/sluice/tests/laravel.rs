@@ -375,3 +375,236 @@ async fn a_job_laravel_abandoned_comes_back_to_sluice_after_retry_after() {
         "Redis holds nothing of the queue"
     );
 }
+
+/// `sluice send ARGS`, with `stdin` fed in; its stdout. Fails the test
+/// when it exits non-zero.
+fn sluice_send(args: &[&str], stdin: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("send")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run sluice send");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "sluice send {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Given the command, uuid and id Laravel chose, `sluice send` writes the
+/// payload Laravel wrote, byte for byte, and pushes it as Laravel does:
+/// for a plain job class and for one with its own retry rules.
+#[tokio::test]
+async fn sluice_send_writes_the_payload_laravel_writes() {
+    let laravel = Laravel::new("send-bytes");
+    for (class, flags) in [
+        ("ProcessReport", vec![]),
+        ("RetriedReport", vec!["--tries", "3", "--backoff", "1,2"]),
+    ] {
+        let class_arg = format!("--class={class}");
+        let pushed = laravel.dispatch(&laravel.queue, 1, &[&class_arg]).await;
+        let by_laravel = json_of(&pushed[0]);
+        let mut args = vec![
+            "--to",
+            "redis",
+            "--url",
+            &common::redis::url(),
+            "--queue",
+            &laravel.other,
+            "--prefix",
+            PREFIX,
+            "--print",
+            "payload",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+        for (flag, field) in [("--uuid", "uuid"), ("--id", "id")] {
+            args.push(flag.into());
+            args.push(by_laravel[field].as_str().unwrap().into());
+        }
+        // Protected and private property names hold NUL bytes, which no
+        // command line carries: the command goes in a file.
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), by_laravel["data"]["command"].as_str().unwrap()).unwrap();
+        args.push("--command-file".into());
+        args.push(file.path().to_str().unwrap().into());
+        args.extend(flags.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let printed = sluice_send(&args, "");
+        assert_eq!(
+            printed.trim_end().as_bytes(),
+            &pushed[0][..],
+            "{class}: sluice send's payload is Laravel's"
+        );
+        let on_redis: Vec<Vec<u8>> = redis::Commands::lrange(
+            &mut common::redis::connection(),
+            Laravel::keys(&laravel.other).queue,
+            0,
+            -1,
+        )
+        .unwrap();
+        assert_eq!(on_redis, [pushed[0].clone()], "{class}");
+        let _: () = redis::Commands::del(
+            &mut common::redis::connection(),
+            Laravel::keys(&laravel.other).queue,
+        )
+        .unwrap();
+    }
+}
+
+/// What `sluice send` pushes, Laravel's own worker runs: string jobs with
+/// JSON data, one per line of stdin, and a job class described in JSON.
+#[tokio::test]
+async fn jobs_sluice_send_pushes_run_under_laravels_worker() {
+    let laravel = Laravel::new("send-run");
+    let q = laravel.queue.as_str();
+    let url = common::redis::url();
+    let base = [
+        "--to", "redis", "--url", &url, "--queue", q, "--prefix", PREFIX,
+    ];
+    let mut string_jobs = base.to_vec();
+    string_jobs.extend([
+        "--job",
+        "App\\Handlers\\RecordData@handle",
+        "--stdin",
+        "data",
+    ]);
+    let uuids = sluice_send(
+        &string_jobs,
+        "{\"user\": 1, \"url\": \"https://example.com/a\"}\n{\"user\": 2, \"name\": \"Zoë\"}\n",
+    );
+    let mut object_job = base.to_vec();
+    object_job.extend([
+        "--command-json",
+        r#"{"__class": "App\\Jobs\\ProcessReport", "reportId": 91}"#,
+    ]);
+    let uuid = sluice_send(&object_job, "");
+    let out = laravel.work(q, &["--stop-when-empty", "--sleep=1"]).await;
+    let handled = laravel.handled();
+    assert_eq!(handled.len(), 3, "{}\n{}", out.text(), out.stderr);
+    let uuids: Vec<&str> = uuids.lines().collect();
+    assert_eq!(handled[0]["uuid"], uuids[0]);
+    assert_eq!(
+        handled[0]["data"],
+        json!({"user": 1, "url": "https://example.com/a"})
+    );
+    assert_eq!(handled[1]["uuid"], uuids[1]);
+    assert_eq!(handled[1]["data"], json!({"user": 2, "name": "Zoë"}));
+    assert_eq!(handled[2]["uuid"], uuid.trim());
+    assert_eq!(handled[2]["reportId"], 91);
+    assert!(handled.iter().all(|h| h["attempts"] == 1));
+    assert_eq!(Laravel::held(q), (0, 0, 0));
+}
+
+/// `sluice send --to sqs` writes what Laravel's SqsQueue sends (no `id`
+/// or `attempts`), and sluice's SQS source runs it, reading the command.
+#[tokio::test]
+async fn jobs_sluice_send_pushes_to_sqs_run_under_sluice() {
+    let moto = common::aws::moto();
+    let client = common::aws::sqs().await;
+    let url = common::aws::create_queue(&client, &common::aws::unique("send"), 30).await;
+    let lines: String = (1..=3)
+        .map(|id| {
+            format!("{{\"__class\": \"App\\\\Jobs\\\\ProcessReport\", \"reportId\": {id}}}\n")
+        })
+        .collect();
+    let send = [
+        "--to",
+        "sqs",
+        "--queue-url",
+        &url,
+        "--endpoint",
+        &moto,
+        "--region",
+        "us-east-1",
+        "--stdin",
+        "command-json",
+        "--tries",
+        "2",
+    ];
+    // The emulator takes any key; the standard chain needs one.
+    let uuids = {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("send")
+            .args(send)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(lines.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(uuids.lines().count(), 3);
+    let rx = receiver(ReceiverConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sqs.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[[pipeline]]
+name = "reports"
+[pipeline.source]
+type = "sqs"
+queue_url = "{url}"
+endpoint = "{moto}"
+region = "us-east-1"
+access_key_id = "test"
+secret_access_key = "test"
+wait_time_secs = 1
+delete_batches_in_flight = 1
+dead_letter_queue_url = "{url}"
+format = "laravel"
+[[pipeline.step]]
+type = "http"
+url = "{rx}/reports/{{{{ job.command.reportId }}}}"
+body = '{{"uuid": {{{{ job.uuid | tojson }}}}, "maxTries": {{{{ job.maxTries }}}}, "fields": {{{{ job | list | tojson }}}}}}'
+"#,
+            rx = rx.url()
+        ),
+    )
+    .unwrap();
+    let mut run = process::start(dir.path(), 0, &config, &["--stop-when-empty"]);
+    let status = run.wait(WAIT).await;
+    assert!(status.success(), "{}", run.log());
+    let got = accepted(&rx);
+    assert_eq!(
+        got.keys().copied().collect::<Vec<_>>(),
+        [1, 2, 3],
+        "{}",
+        run.log()
+    );
+    for bodies in got.values() {
+        assert_eq!(bodies[0]["maxTries"], 2);
+        let fields = bodies[0]["fields"].as_array().unwrap();
+        assert!(!fields.contains(&json!("id")) && !fields.contains(&json!("attempts")));
+        assert!(uuids.contains(bodies[0]["uuid"].as_str().unwrap()));
+    }
+}

@@ -118,3 +118,25 @@ class FailingReport implements ShouldQueue
         throw new RuntimeException("report {$this->reportId} cannot be built");
     }
 }
+
+namespace App\Handlers;
+
+/**
+ * A string job's handler, `Queue::push('App\Handlers\RecordData@handle', $data)`:
+ * Laravel calls handle($job, $data). It records the data and deletes the job.
+ */
+class RecordData
+{
+    public function handle($job, $data): void
+    {
+        $list = getenv('HANDLED_LIST') ?: 'interop:handled';
+        app('redis')->connection()->rpush($list, json_encode([
+            'job' => static::class,
+            'uuid' => $job->uuid(),
+            'data' => $data,
+            'attempts' => $job->attempts(),
+            'queue' => $job->getQueue(),
+        ]));
+        $job->delete();
+    }
+}

@@ -116,6 +116,9 @@ mod build;
 mod parse;
 #[cfg(test)]
 mod tests;
+mod write;
+
+pub use write::{serialize, serialize_into};
 
 use std::fmt;
 

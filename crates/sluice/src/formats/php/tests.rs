@@ -789,68 +789,8 @@ impl Draw<'_> {
     }
 }
 
-/// What PHP's `serialize()` writes for a value without references.
 fn serialize(value: &PhpValue, out: &mut Vec<u8>) {
-    fn string(bytes: &[u8], out: &mut Vec<u8>) {
-        out.extend_from_slice(format!("s:{}:\"", bytes.len()).as_bytes());
-        out.extend_from_slice(bytes);
-        out.extend_from_slice(b"\";");
-    }
-    match value {
-        PhpValue::Null => out.extend_from_slice(b"N;"),
-        PhpValue::Bool(b) => out.extend_from_slice(format!("b:{};", u8::from(*b)).as_bytes()),
-        PhpValue::Int(n) => out.extend_from_slice(format!("i:{n};").as_bytes()),
-        PhpValue::Float(f) => {
-            let text = if f.is_nan() {
-                "NAN".to_owned()
-            } else if f.is_infinite() {
-                if *f > 0.0 { "INF" } else { "-INF" }.to_owned()
-            } else {
-                // Shortest round-trip digits, as PHP's serialize_precision -1.
-                format!("{f:?}")
-            };
-            out.extend_from_slice(format!("d:{text};").as_bytes());
-        }
-        PhpValue::String(bytes) => string(bytes, out),
-        PhpValue::Array(entries) => {
-            out.extend_from_slice(format!("a:{}:{{", entries.len()).as_bytes());
-            for (key, value) in entries {
-                match key {
-                    Key::Int(n) => out.extend_from_slice(format!("i:{n};").as_bytes()),
-                    Key::String(bytes) => string(bytes, out),
-                }
-                serialize(value, out);
-            }
-            out.push(b'}');
-        }
-        PhpValue::Object(object) => {
-            let class = &object.class;
-            let count = object.properties.len();
-            out.extend_from_slice(format!("O:{}:\"{class}\":{count}:{{", class.len()).as_bytes());
-            for p in &object.properties {
-                let mangled = match &p.visibility {
-                    Visibility::Public => p.name.clone(),
-                    Visibility::Protected => format!("\0*\0{}", p.name),
-                    Visibility::Private { class } => format!("\0{class}\0{}", p.name),
-                };
-                string(mangled.as_bytes(), out);
-                serialize(&p.value, out);
-            }
-            out.push(b'}');
-        }
-        PhpValue::Custom { class, raw } => {
-            out.extend_from_slice(
-                format!("C:{}:\"{class}\":{}:{{", class.len(), raw.len()).as_bytes(),
-            );
-            out.extend_from_slice(raw);
-            out.push(b'}');
-        }
-        PhpValue::Enum { class, case } => {
-            let text = format!("{class}:{case}");
-            out.extend_from_slice(format!("E:{}:\"{text}\";", text.len()).as_bytes());
-        }
-        PhpValue::Recursion => unreachable!("not generated"),
-    }
+    super::serialize_into(value, out);
 }
 
 #[test]
@@ -929,4 +869,65 @@ fn the_fixtures_send_report_command_decodes() {
         unserialize(br#"O:22:"App\Jobs\SendReport":1:{s:4:"file";s:14:"report-42.json";}"#)
             .is_err()
     );
+}
+
+#[test]
+fn floats_serialize_as_php_writes_them() {
+    // php -r 'echo serialize($f);' for each.
+    for (f, php) in [
+        (1.0, "d:1;"),
+        (0.75, "d:0.75;"),
+        (1e25, "d:1.0E+25;"),
+        (1.5e-7, "d:1.5E-7;"),
+        (123456789012345678.0, "d:1.2345678901234568E+17;"),
+        (-0.0, "d:-0;"),
+        (0.1 + 0.2, "d:0.30000000000000004;"),
+        (1e15, "d:1000000000000000;"),
+        (1e16, "d:10000000000000000;"),
+        (0.0001, "d:0.0001;"),
+        (0.00001, "d:1.0E-5;"),
+        (-2.5e300, "d:-2.5E+300;"),
+        (f64::INFINITY, "d:INF;"),
+        (f64::NAN, "d:NAN;"),
+    ] {
+        assert_eq!(
+            String::from_utf8(super::serialize(&PhpValue::Float(f))).unwrap(),
+            php,
+            "{f}"
+        );
+    }
+}
+
+#[test]
+fn json_becomes_the_command_object_php_would_serialize() {
+    let v: serde_json::Value = serde_json::json!({
+        "__class": "App\\Jobs\\ProcessReport",
+        "reportId": 42,
+        "ratio": 0.75,
+        "tags": ["a", "b"],
+        "range": {"from": 1},
+        "owner": {"__class": "App\\Models\\User", "name": "é"},
+        "note": null,
+        "urgent": true
+    });
+    let php = PhpValue::from_json(&v).unwrap();
+    let bytes = super::serialize(&php);
+    // serde_json's objects keep their keys sorted: so do the properties.
+    let expected = concat!(
+        r#"O:22:"App\Jobs\ProcessReport":7:{s:4:"note";N;"#,
+        r#"s:5:"owner";O:15:"App\Models\User":1:{s:4:"name";s:2:"é";}"#,
+        r#"s:5:"range";a:1:{s:4:"from";i:1;}s:5:"ratio";d:0.75;s:8:"reportId";i:42;"#,
+        r#"s:4:"tags";a:2:{i:0;s:1:"a";i:1;s:1:"b";}s:6:"urgent";b:1;}"#,
+    );
+    assert_eq!(String::from_utf8(bytes.clone()).unwrap(), expected);
+    assert_eq!(unserialize(&bytes).unwrap(), php, "reads back");
+    for bad in [
+        serde_json::json!({"reportId": 1}),
+        serde_json::json!([1]),
+        serde_json::json!({"__class": ""}),
+        serde_json::json!({"__class": "A B"}),
+        serde_json::json!({"__class": 3}),
+    ] {
+        assert!(PhpValue::from_json(&bad).is_err(), "{bad}");
+    }
 }

@@ -63,6 +63,7 @@ use super::{
 };
 use crate::formats::Format;
 use drain::Drain;
+pub use settle::describe as describe_error;
 use settle::{DeadLetterQueue, Shared, SqsAcker, describe};
 
 /// How long `close` waits for receives in flight to answer.
