@@ -608,3 +608,88 @@ body = '{{"uuid": {{{{ job.uuid | tojson }}}}, "maxTries": {{{{ job.maxTries }}}
         assert!(uuids.contains(bodies[0]["uuid"].as_str().unwrap()));
     }
 }
+
+/// Two sluice processes and Laravel's own worker share one queue: every
+/// job runs exactly once (no fault, so no second run), all three did some
+/// of the work, and the queue ends empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sluice_processes_and_a_laravel_worker_share_a_queue() {
+    const JOBS: u64 = 400;
+    let laravel = Laravel::new("shared");
+    let q = laravel.queue.as_str();
+    // sluice send writes what dispatch() writes, and much faster than
+    // a PHP process dispatching one by one.
+    let lines: String = (1..=JOBS)
+        .map(|id| {
+            format!("{{\"__class\": \"App\\\\Jobs\\\\ProcessReport\", \"reportId\": {id}}}\n")
+        })
+        .collect();
+    let url = common::redis::url();
+    sluice_send(
+        &[
+            "--to",
+            "redis",
+            "--url",
+            &url,
+            "--queue",
+            q,
+            "--prefix",
+            PREFIX,
+            "--stdin",
+            "command-json",
+        ],
+        &lines,
+    );
+    let rx = receiver(ReceiverConfig {
+        latency: (Duration::from_millis(5), Duration::from_millis(15)),
+        ..ReceiverConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let config = config(&dir, q, 60, &rx, "");
+    let php_url = format!("{}/php", rx.url());
+    let (args, env) = (
+        [q, "--stop-when-empty", "--sleep=1"],
+        [("POST_URL", php_url.as_str())],
+    );
+    let php = laravel.php("work.php", &args, &env);
+    let sluices = async {
+        // Laravel's worker first, so that it has a share however fast the
+        // two sluices are.
+        let started = Instant::now();
+        while laravel.handled().is_empty() {
+            assert!(started.elapsed() < WAIT, "Laravel's worker ran no job");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut a = process::start(dir.path(), 1, &config, &["--stop-when-empty"]);
+        let mut b = process::start(dir.path(), 2, &config, &["--stop-when-empty"]);
+        for run in [&mut a, &mut b] {
+            let status = run.wait(WAIT).await;
+            assert_eq!(status.code(), Some(0), "sluice's log:\n{}", run.log());
+        }
+    };
+    let (out, ()) = tokio::join!(php, sluices);
+    let mut runs: BTreeMap<u64, u32> = BTreeMap::new();
+    let mut by_php = 0;
+    for r in rx.requests().iter().filter(|r| r.status / 100 == 2) {
+        let body = json_of(&r.body);
+        let id = match r.path.as_str() {
+            "/php" => {
+                by_php += 1;
+                body["report"].as_u64()
+            }
+            p => p.strip_prefix("/reports/").and_then(|n| n.parse().ok()),
+        };
+        *runs.entry(id.expect("a report id")).or_default() += 1;
+    }
+    assert_eq!(runs.len() as u64, JOBS, "every job ran");
+    assert!(
+        runs.values().all(|n| *n == 1),
+        "a job ran twice: {:?}\nLaravel's worker:\n{}",
+        runs.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>(),
+        out.text()
+    );
+    assert!(by_php > 0 && by_php < JOBS, "Laravel ran {by_php}");
+    assert_eq!(laravel.handled().len() as u64, by_php);
+    assert_eq!(Laravel::held(q), (0, 0, 0));
+}
