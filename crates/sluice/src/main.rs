@@ -123,7 +123,7 @@ enum Command {
         action: sluice::admin::ctl::Request,
     },
     /// Push Laravel jobs to a Redis or SQS queue, as a Laravel app does.
-    Send(sluice::send::SendArgs),
+    Send(Box<sluice::send::SendArgs>),
     /// Serve the fault-injecting test receiver (for benchmarks and trials).
     Receiver {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -314,7 +314,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Send(args) => {
-                sluice::send::send(args).await?;
+                sluice::send::send(*args).await?;
                 Ok(ExitCode::SUCCESS)
             }
             Command::Receiver {

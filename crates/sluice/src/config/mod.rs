@@ -125,6 +125,10 @@ pub struct PipelineConfig {
     /// Where failed jobs go. Default: the source's own target.
     #[serde(default)]
     pub dead_letter: crate::dead_letters::DeadLetterConfig,
+    /// `[pipeline.laravel]`: the app's keys, to decrypt the commands of
+    /// encrypted jobs (`format = "laravel"` only). Default none.
+    #[serde(default)]
+    pub laravel: Option<crate::formats::laravel::LaravelConfig>,
 }
 
 /// `[pipeline.retry]`.
@@ -365,6 +369,8 @@ impl Loaded {
                 }),
             };
             let format = source.format();
+            let decoder = crate::formats::Decoder::build(format, p.laravel.as_ref())
+                .map_err(|e| self.error_at(&at.clone().key(&e.field), e.message))?;
             // A Laravel job's own retry rules apply where the config sets
             // none; other formats carry none.
             let retry: Arc<dyn RetryPolicy> = match format {
@@ -383,7 +389,7 @@ impl Loaded {
             out.push(Plan {
                 index: i,
                 name: p.name.clone(),
-                steps: Steps::new(&p.name, format, steps),
+                steps: Steps::new(&p.name, decoder, steps),
                 retry,
                 destinations: cx.destinations,
             });

@@ -7,10 +7,27 @@
 //! which it is not retried). [`LaravelRetry`] applies them where the
 //! pipeline's config sets nothing of its own, as `php artisan queue:work`
 //! does with its `--tries` and `--backoff` defaults.
+//!
+//! A job that implements `ShouldBeEncrypted` has its command encrypted with
+//! the app's `APP_KEY`; [`LaravelConfig`] (`[pipeline.laravel]`) gives the
+//! key, and the command is decrypted (see [`super::encrypted`]) into
+//! `job.command` like any other:
+//!
+//! ```toml
+//! [pipeline.laravel]
+//! app_key = "${APP_KEY}"
+//! previous_keys = "${APP_PREVIOUS_KEYS:-}"   # or a list
+//! cipher = "AES-256-CBC"
+//! ```
 
+use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde::Deserialize;
+
 use super::DecodeError;
+use super::encrypted::{AppKey, AppKeys, Cipher, WhichKey};
+use crate::component::FieldError;
 use crate::job::JobError;
 use crate::retry::{Backoff, Decision, Retry, RetryPolicy};
 
@@ -43,6 +60,105 @@ pub(crate) fn check(v: &serde_json::Value) -> Result<(), DecodeError> {
             "`data.command` is not a string, as the serialized command Laravel writes is",
         )),
     }
+}
+
+/// `[pipeline.laravel]`: what a `laravel`-format pipeline needs to read
+/// its jobs.
+///
+/// With it, a job whose command is encrypted (`ShouldBeEncrypted`) gets
+/// `job.command` decrypted; one whose command does not decrypt with any
+/// key (a wrong key, a forged MAC) fails and is dead-lettered with the
+/// reason, as Laravel's own worker fails it. Without it, such a command
+/// stays only the string at `job.data.command`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaravelConfig {
+    /// The app's `APP_KEY`, as in its `.env`: `base64:` and the key's
+    /// base64 (what `php artisan key:generate` writes), or the raw key.
+    /// Write `"${APP_KEY}"` rather than the key itself. Required.
+    pub app_key: String,
+    /// Keys the app used before `app_key` (Laravel 11's
+    /// `APP_PREVIOUS_KEYS`), tried in order after it: a list, or one
+    /// comma-separated string (`"${APP_PREVIOUS_KEYS:-}"`). Default none.
+    #[serde(default, deserialize_with = "key_list")]
+    pub previous_keys: Vec<String>,
+    /// The app's `config('app.cipher')`: `AES-256-CBC`, `AES-128-CBC`,
+    /// `AES-256-GCM` or `AES-128-GCM`, any case. Default `AES-256-CBC`, as
+    /// in Laravel.
+    #[serde(default)]
+    pub cipher: Cipher,
+}
+
+impl fmt::Debug for LaravelConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LaravelConfig")
+            .field("app_key", &crate::redact::REDACTED)
+            .field("previous_keys", &self.previous_keys.len())
+            .field("cipher", &self.cipher)
+            .finish()
+    }
+}
+
+impl LaravelConfig {
+    /// Checks the keys against the cipher; the error's field is `app_key`
+    /// or `previous_keys` and never shows a key. The keys are registered
+    /// as secrets (see [`crate::redact`]), written in the file or not.
+    pub fn build(&self) -> Result<AppKeys, FieldError> {
+        for k in std::iter::once(&self.app_key).chain(&self.previous_keys) {
+            crate::redact::register(k);
+            if let Some(b64) = k.strip_prefix("base64:") {
+                crate::redact::register(b64);
+            }
+        }
+        let current =
+            AppKey::parse(&self.app_key).map_err(|e| FieldError::new("app_key", e.to_string()))?;
+        let mut previous = Vec::new();
+        for (i, k) in self.previous_keys.iter().enumerate() {
+            let key = AppKey::parse(k).map_err(|e| previous_error(i, &e))?;
+            previous.push(key);
+        }
+        AppKeys::checked(self.cipher, current, previous).map_err(|(which, e)| match which {
+            WhichKey::Current => FieldError::new("app_key", e.to_string()),
+            WhichKey::Previous(i) => previous_error(i, &e),
+        })
+    }
+}
+
+fn previous_error(i: usize, e: &super::encrypted::KeyError) -> FieldError {
+    FieldError::new(
+        "previous_keys",
+        format!("key {} of previous_keys {e}", i + 1),
+    )
+}
+
+/// A list of keys, or one string of them separated by commas (as
+/// `APP_PREVIOUS_KEYS` is); blanks dropped.
+fn key_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct KeyList;
+    impl<'de> serde::de::Visitor<'de> for KeyList {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of keys, or one string of keys separated by commas")
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Vec<String>, E> {
+            Ok(s.split(',').filter_map(key).collect())
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<String>, A::Error> {
+            let mut keys = Vec::new();
+            while let Some(k) = seq.next_element::<String>()? {
+                keys.extend(key(&k));
+            }
+            Ok(keys)
+        }
+    }
+    fn key(k: &str) -> Option<String> {
+        let k = k.trim();
+        (!k.is_empty()).then(|| k.to_owned())
+    }
+    d.deserialize_any(KeyList)
 }
 
 /// Retry settings a Laravel payload carries.
@@ -227,5 +343,48 @@ mod tests {
             Decision::DeadLetter { reason } => assert!(reason.contains("retryUntil"), "{reason}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    fn laravel_config(text: &str) -> Result<LaravelConfig, String> {
+        toml::from_str(text).map_err(|e| e.message().to_owned())
+    }
+
+    #[test]
+    fn the_laravel_table_reads_keys_as_laravel_writes_them() {
+        use crate::formats::encrypted::tests::{KEY_128, KEY_256};
+        let c = laravel_config(&format!("app_key = \"{KEY_256}\"")).unwrap();
+        assert_eq!(c.cipher, Cipher::Aes256Cbc, "Laravel's default");
+        assert!(c.previous_keys.is_empty());
+        assert_eq!(c.build().unwrap().cipher(), Cipher::Aes256Cbc);
+        // `APP_PREVIOUS_KEYS` is one comma-separated string.
+        let c = laravel_config(&format!(
+            "app_key = \"{KEY_128}\"\ncipher = \"aes-128-gcm\"\nprevious_keys = \"{KEY_128}, {KEY_128},\""
+        ))
+        .unwrap();
+        assert_eq!(c.previous_keys, [KEY_128, KEY_128]);
+        assert_eq!(c.build().unwrap().cipher(), Cipher::Aes128Gcm);
+        let c = laravel_config(&format!(
+            "app_key = \"{KEY_256}\"\nprevious_keys = [\"{KEY_256}\", \"{KEY_128}\"]"
+        ))
+        .unwrap();
+        let e = c.build().unwrap_err();
+        assert_eq!(e.field, "previous_keys");
+        assert!(
+            e.message
+                .starts_with("key 2 of previous_keys is 16 bytes long"),
+            "{e:?}"
+        );
+        let c = laravel_config("app_key = \"base64:!!\"").unwrap();
+        let e = c.build().unwrap_err();
+        assert_eq!(e.field, "app_key");
+        assert!(
+            e.message.contains("php artisan key:generate --show"),
+            "{e:?}"
+        );
+        assert!(!format!("{c:?}").contains("!!"), "{c:?}");
+        let e = laravel_config("app_key = \"k\"\ncipher = \"AES-192-CBC\"").unwrap_err();
+        assert!(e.contains("AES-256-CBC (the default)"), "{e}");
+        let e = laravel_config("app_key = \"k\"\nkey = \"k\"").unwrap_err();
+        assert!(e.contains("unknown field `key`"), "{e}");
     }
 }

@@ -24,7 +24,7 @@ use serde::Deserialize;
 use url::Url;
 
 pub use crate::component::{FieldError, StepContext};
-use crate::formats::Format;
+use crate::formats::Decoder;
 use crate::handler::Handler;
 use crate::job::{Job, JobError};
 
@@ -60,7 +60,7 @@ impl StepConfig {
 
 /// A pipeline's steps as one handler: decode the body, run each step.
 pub struct Steps {
-    format: Format,
+    decoder: Decoder,
     steps: Vec<Box<dyn Step>>,
     durations: Vec<metrics::Histogram>,
 }
@@ -69,16 +69,17 @@ impl fmt::Debug for Steps {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kinds: Vec<_> = self.steps.iter().map(|s| s.kind()).collect();
         f.debug_struct("Steps")
-            .field("format", &self.format)
+            .field("format", &self.decoder.format())
             .field("steps", &kinds)
             .finish()
     }
 }
 
 impl Steps {
-    /// `steps` run in order on bodies in `format`; their run times go to
-    /// `sluice_step_duration_seconds{pipeline, step}`.
-    pub fn new(pipeline: &str, format: Format, steps: Vec<Box<dyn Step>>) -> Steps {
+    /// `steps` run in order on bodies decoded by `decoder` (a
+    /// [`Format`](crate::formats::Format), or a [`Decoder`] with keys);
+    /// their run times go to `sluice_step_duration_seconds{pipeline, step}`.
+    pub fn new(pipeline: &str, decoder: impl Into<Decoder>, steps: Vec<Box<dyn Step>>) -> Steps {
         let durations = steps
             .iter()
             .enumerate()
@@ -91,7 +92,7 @@ impl Steps {
             })
             .collect();
         Steps {
-            format,
+            decoder: decoder.into(),
             steps,
             durations,
         }
@@ -99,9 +100,9 @@ impl Steps {
 
     async fn run(&self, mut job: Job) -> Result<(), JobError> {
         let envelope = self
-            .format
+            .decoder
             .decode(&job.body)
-            .map_err(|e| JobError::fail(format!("format {}: {e}", self.format.name())))?;
+            .map_err(|e| JobError::fail(format!("format {}: {e}", self.decoder.format().name())))?;
         job.set_envelope(envelope);
         for (i, step) in self.steps.iter().enumerate() {
             let started = Instant::now();
