@@ -27,6 +27,32 @@ pub trait RetryPolicy: fmt::Debug + Send + Sync + 'static {
     /// Attempt `attempt` (1 for the first) of the message with `body` failed
     /// with `error`.
     fn on_failure(&self, attempt: u32, body: &[u8], error: JobError) -> Decision;
+
+    /// How long one attempt of the message with `body` may run, given the
+    /// pipeline's `job_timeout_secs` (`configured`), and what running out
+    /// of time means. Default: `configured`, and a timed-out attempt is
+    /// retried like any retryable failure. (Laravel jobs bring their own:
+    /// `timeout` and `failOnTimeout`.)
+    fn timeout(&self, body: &[u8], configured: Option<Duration>) -> AttemptTimeout {
+        let _ = body;
+        AttemptTimeout {
+            limit: configured,
+            fails_the_job: false,
+            from_job: false,
+        }
+    }
+}
+
+/// One attempt's time limit ([`RetryPolicy::timeout`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttemptTimeout {
+    /// None: no limit.
+    pub limit: Option<Duration>,
+    /// Running out of time fails the job for good (dead-letters it)
+    /// rather than retrying it.
+    pub fails_the_job: bool,
+    /// The limit is the job's own (for the reason's wording).
+    pub from_job: bool,
 }
 
 /// The default policy: at most `max_attempts` attempts, `backoff` between.

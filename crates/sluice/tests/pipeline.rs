@@ -579,6 +579,68 @@ timeout_ms = 100
     }
 }
 
+/// A Laravel job's own `timeout` outranks job_timeout_secs; with
+/// `failOnTimeout` the first attempt that runs out of it fails the job
+/// for good, without it the job is retried up to its `maxTries`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_laravel_jobs_own_timeout_and_fail_on_timeout_apply() {
+    let s = Setup::new(ReceiverConfig {
+        hang_rate: 1.0,
+        ..ReceiverConfig::default()
+    })
+    .await;
+    let job = |id: u32, fail_on_timeout: bool| {
+        serde_json::json!({
+            "uuid": format!("u-{id}"), "displayName": "App\\Jobs\\Slow",
+            "job": "Illuminate\\Queue\\CallQueuedHandler@call",
+            "maxTries": 2, "backoff": "0", "timeout": 1, "failOnTimeout": fail_on_timeout,
+            "data": {"commandName": "App\\Jobs\\Slow", "command": format!("O:13:\"App\\Jobs\\Slow\":1:{{s:2:\"id\";i:{id};}}")},
+        })
+        .to_string()
+        .into_bytes()
+    };
+    s.jobs(&[job(1, true), job(2, false)]);
+    let report = s
+        .run(
+            r#"
+[[pipeline]]
+name = "slow"
+job_timeout_secs = 60
+[pipeline.source]
+type = "file"
+path = '@DIR@/jobs.ndjson'
+format = "laravel"
+[[pipeline.step]]
+type = "http"
+url = "@URL@/jobs/{{ job.command.id }}"
+timeout_ms = 60000
+"#,
+        )
+        .await;
+    let p = single(&report);
+    assert_eq!((p.dead_lettered, p.retried), (2, 1), "{p:?}");
+    let reasons = s.reasons("jobs.ndjson");
+    let reason = |uuid: &str| {
+        let failures = s.failures("jobs.ndjson");
+        let i = failures
+            .iter()
+            .position(|l| String::from_utf8_lossy(l).contains(uuid))
+            .expect("the job is in the failures file");
+        reasons[i]["reason"].as_str().unwrap().to_owned()
+    };
+    let first = reason("u-1");
+    assert!(
+        first.contains("its own timeout (1 s)") && first.contains("failOnTimeout"),
+        "{first}"
+    );
+    let second = reason("u-2");
+    assert!(
+        second.contains("its own timeout (1 s)") && second.contains("maxTries"),
+        "{second}"
+    );
+    assert_eq!(s.receiver.total(), 3, "u-1 once, u-2 twice");
+}
+
 /// A dropped connection is a retryable failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_resets_are_retried() {

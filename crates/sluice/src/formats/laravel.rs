@@ -6,7 +6,10 @@
 //! attempt, 30 s before every later one) and `retryUntil` (a Unix time after
 //! which it is not retried). [`LaravelRetry`] applies them where the
 //! pipeline's config sets nothing of its own, as `php artisan queue:work`
-//! does with its `--tries` and `--backoff` defaults.
+//! does with its `--tries` and `--backoff` defaults. A job's `timeout`
+//! (seconds per attempt) outranks `job_timeout_secs`, as `$timeout`
+//! outranks `--timeout`, and with `failOnTimeout` an attempt that runs
+//! out of it fails the job for good instead of being retried.
 //!
 //! A job that implements `ShouldBeEncrypted` has its command encrypted with
 //! the app's `APP_KEY`; [`LaravelConfig`] (`[pipeline.laravel]`) gives the
@@ -29,7 +32,7 @@ use super::DecodeError;
 use super::encrypted::{AppKey, AppKeys, Cipher, WhichKey};
 use crate::component::FieldError;
 use crate::job::JobError;
-use crate::retry::{Backoff, Decision, Retry, RetryPolicy};
+use crate::retry::{AttemptTimeout, Backoff, Decision, Retry, RetryPolicy};
 
 /// The fields every Laravel queue payload has.
 pub(crate) fn check(v: &serde_json::Value) -> Result<(), DecodeError> {
@@ -170,6 +173,10 @@ pub struct RetryHints {
     pub backoff: Vec<Duration>,
     /// No retry after this time.
     pub retry_until: Option<SystemTime>,
+    /// `timeout`: how long one attempt may run (the job's `$timeout`).
+    pub timeout: Option<Duration>,
+    /// `failOnTimeout`: an attempt that runs out of time fails the job.
+    pub fail_on_timeout: bool,
 }
 
 impl RetryHints {
@@ -203,10 +210,18 @@ impl RetryHints {
             .get("retryUntil")
             .and_then(serde_json::Value::as_u64)
             .map(|t| UNIX_EPOCH + Duration::from_secs(t));
+        let timeout = v
+            .get("timeout")
+            .and_then(serde_json::Value::as_u64)
+            .filter(|t| *t > 0)
+            .map(Duration::from_secs);
+        let fail_on_timeout = v.get("failOnTimeout") == Some(&serde_json::Value::Bool(true));
         Some(RetryHints {
             max_tries,
             backoff,
             retry_until,
+            timeout,
+            fail_on_timeout,
         })
     }
 }
@@ -256,11 +271,55 @@ impl RetryPolicy for LaravelRetry {
         };
         Retry::decide(attempt, max, why_max, error, delay)
     }
+
+    /// The job's own `timeout` outranks `job_timeout_secs`, as a job's
+    /// `$timeout` outranks `queue:work --timeout`; with `failOnTimeout`,
+    /// running out of it fails the job for good.
+    fn timeout(&self, body: &[u8], configured: Option<Duration>) -> AttemptTimeout {
+        let hints = RetryHints::parse(body).unwrap_or_default();
+        AttemptTimeout {
+            limit: hints.timeout.or(configured),
+            fails_the_job: hints.fail_on_timeout,
+            from_job: hints.timeout.is_some(),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_jobs_timeout_outranks_the_pipelines() {
+        let policy = LaravelRetry::default();
+        let configured = Some(Duration::from_secs(60));
+        let own = br#"{"displayName":"J","job":"x","data":{},"timeout":5,"failOnTimeout":true}"#;
+        assert_eq!(
+            policy.timeout(own, configured),
+            AttemptTimeout {
+                limit: Some(Duration::from_secs(5)),
+                fails_the_job: true,
+                from_job: true,
+            }
+        );
+        // None, 0 (Laravel's "no limit of its own") and garbage: the pipeline's.
+        for body in [
+            &br#"{"displayName":"J","job":"x","data":{},"timeout":null}"#[..],
+            br#"{"displayName":"J","job":"x","data":{},"timeout":0,"failOnTimeout":false}"#,
+            b"not json",
+        ] {
+            assert_eq!(
+                policy.timeout(body, configured),
+                AttemptTimeout {
+                    limit: configured,
+                    fails_the_job: false,
+                    from_job: false,
+                },
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
 
     const HINTED: &[u8] =
         br#"{"displayName":"J","job":"x","data":{},"maxTries":5,"backoff":"1,7"}"#;

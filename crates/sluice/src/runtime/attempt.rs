@@ -313,7 +313,8 @@ async fn attempt(ctx: &Ctx, message: &Message, hold: &Hold) -> Result<(), JobErr
     job.fields = message.fields.clone();
     job.hold = hold.clone();
     let run = AssertUnwindSafe(ctx.handler.call(job)).catch_unwind();
-    let ran = match ctx.job_timeout {
+    let timeout = ctx.retry.timeout(&message.body, ctx.job_timeout);
+    let ran = match timeout.limit {
         None => Ok(run.await),
         Some(t) => within(t, hold, run).await,
     };
@@ -327,10 +328,24 @@ async fn attempt(ctx: &Ctx, message: &Message, hold: &Hold) -> Result<(), JobErr
                 .unwrap_or_else(|| "a non-string payload".into());
             Err(JobError::retry(format!("the job panicked: {what}")))
         }
-        Err(_) => Err(JobError::retry(format!(
-            "the job took longer than job_timeout_secs ({} s) and was stopped",
-            ctx.job_timeout.unwrap_or_default().as_secs()
-        ))),
+        Err(_) => {
+            let secs = timeout.limit.unwrap_or_default().as_secs();
+            let limit = if timeout.from_job {
+                format!("its own timeout ({secs} s)")
+            } else {
+                format!("job_timeout_secs ({secs} s)")
+            };
+            if timeout.fails_the_job {
+                Err(JobError::fail(format!(
+                    "the job took longer than {limit} and was stopped; its failOnTimeout \
+                     fails it for good"
+                )))
+            } else {
+                Err(JobError::retry(format!(
+                    "the job took longer than {limit} and was stopped"
+                )))
+            }
+        }
     }
 }
 
