@@ -519,3 +519,46 @@ body = '{{"job": {{{{ job.uuid | tojson }}}}}}'
     );
     assert!(q.list().is_empty() && q.reserved().is_empty() && q.delayed().is_empty());
 }
+
+/// Newer Laravel versions add fields to the payload (a `createdAt` Unix
+/// time, a `delay`), and apps add their own through
+/// `Queue::createPayloadUsing` hooks (a tenant id, tags). They are read
+/// like Laravel 8's: the job runs with its attempts counted, every field
+/// survives the pop into the reserved member, and a retry releases that
+/// member, extra fields and all, into `:delayed`.
+#[tokio::test]
+async fn a_newer_laravels_payload_with_extra_fields_is_read_and_kept_whole() {
+    let q = Queue::new("newer");
+    let newer = r#"{"uuid":"n-1","displayName":"App\\Jobs\\ProcessReport","job":"Illuminate\\Queue\\CallQueuedHandler@call","maxTries":3,"maxExceptions":null,"failOnTimeout":false,"backoff":"5","timeout":120,"retryUntil":null,"data":{"commandName":"App\\Jobs\\ProcessReport","command":"O:22:\"App\\Jobs\\ProcessReport\":1:{s:8:\"reportId\";i:42;}"},"createdAt":1764633600,"delay":null,"tenant":"acme","tags":["reports","eu"],"id":"n-1","attempts":0}"#;
+    q.push(newer);
+    let mut source = q.open().await;
+    let d = receive_one(&mut source, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!((d.message.id.as_str(), d.message.attempt), ("n-1", 1));
+    assert_eq!(d.message.body.as_ref(), newer.as_bytes());
+    let env = sluice::formats::Format::Laravel
+        .decode(&d.message.body)
+        .expect("a newer payload is a Laravel payload");
+    let json = env.json().unwrap();
+    assert_eq!(json["command"]["reportId"], 42);
+    assert_eq!(json["tenant"], "acme");
+    let hints = sluice::formats::laravel::RetryHints::parse(&d.message.body).unwrap();
+    assert_eq!(hints.max_tries, Some(3));
+    assert_eq!(hints.timeout, Some(Duration::from_secs(120)));
+    let reserved_bytes = q.reserved()[0].0.clone();
+    let reserved: serde_json::Value = serde_json::from_slice(&reserved_bytes).unwrap();
+    let original: serde_json::Value = serde_json::from_str(newer).unwrap();
+    for field in ["createdAt", "delay", "tenant", "tags", "data", "timeout"] {
+        assert_eq!(reserved[field], original[field], "{field} survives the pop");
+    }
+    assert_eq!(reserved["attempts"], 1);
+    d.acker.retry(Duration::from_secs(30)).await.unwrap();
+    let delayed = q.delayed();
+    assert_eq!(delayed.len(), 1);
+    assert_eq!(
+        delayed[0].0, reserved_bytes,
+        "released as Laravel releases: the reserved member"
+    );
+    source.close().await.unwrap();
+}
