@@ -258,7 +258,6 @@ async fn a_failed_job_waits_on_its_queue_until_its_row_is_written() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sqs_job_fails_into_the_row_laravels_sqs_worker_writes() {
     let s = Setup::new("fj-sqs", Db::MariaDb).await;
-    let moto = common::aws::moto();
     let client = common::aws::sqs().await;
     let url = common::aws::create_queue(&client, &common::aws::unique("failed-jobs"), 30).await;
     let body = common::aws::laravel_job("fj-1", 1, "");
@@ -271,15 +270,7 @@ async fn an_sqs_job_fails_into_the_row_laravels_sqs_worker_writes() {
             r#"
 [[pipeline]]
 name = "reports"
-[pipeline.source]
-type = "sqs"
-queue_url = "{url}"
-endpoint = "{moto}"
-region = "us-east-1"
-access_key_id = "test"
-secret_access_key = "test"
-wait_time_secs = 1
-format = "laravel"
+{source}
 [pipeline.dead_letter]
 type = "failed_jobs"
 url = "{db}"
@@ -288,6 +279,7 @@ table = "{table}"
 type = "http"
 url = "{rx}/status/422"
 "#,
+            source = common::aws::laravel_source(&url),
             db = s.db.url(),
             table = s.table,
             rx = rx.url(),

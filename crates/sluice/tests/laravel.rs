@@ -571,22 +571,13 @@ async fn jobs_sluice_send_pushes_to_sqs_run_under_sluice() {
         format!(
             r#"[[pipeline]]
 name = "reports"
-[pipeline.source]
-type = "sqs"
-queue_url = "{url}"
-endpoint = "{moto}"
-region = "us-east-1"
-access_key_id = "test"
-secret_access_key = "test"
-wait_time_secs = 1
-delete_batches_in_flight = 1
-dead_letter_queue_url = "{url}"
-format = "laravel"
+{source}dead_letter_queue_url = "{url}"
 [[pipeline.step]]
 type = "http"
 url = "{rx}/reports/{{{{ job.command.reportId }}}}"
 body = '{{"uuid": {{{{ job.uuid | tojson }}}}, "maxTries": {{{{ job.maxTries }}}}, "fields": {{{{ job | list | tojson }}}}}}'
 "#,
+            source = common::aws::laravel_source(&url),
             rx = rx.url()
         ),
     )

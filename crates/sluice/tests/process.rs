@@ -121,22 +121,6 @@ fn acceptances(rx: &Receiver) -> BTreeMap<u64, u64> {
     by_id
 }
 
-/// Asserts every id in `0..jobs` was accepted at least once, and no other.
-fn assert_all_delivered(by_id: &BTreeMap<u64, u64>, jobs: u64) {
-    let missing: Vec<u64> = (0..jobs).filter(|id| !by_id.contains_key(id)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} of {jobs} jobs never delivered, e.g. {:?}",
-        missing.len(),
-        &missing[..missing.len().min(10)]
-    );
-    assert_eq!(
-        by_id.len() as u64,
-        jobs,
-        "ids outside 0..{jobs} were delivered"
-    );
-}
-
 /// Acceptances beyond the first, per id.
 fn duplicates(by_id: &BTreeMap<u64, u64>) -> Vec<(u64, u64)> {
     by_id
@@ -169,7 +153,7 @@ async fn sigterm_mid_run_loses_nothing_and_duplicates_nothing() {
 
     trial.run_to_completion().await;
     let by_id = acceptances(&rx);
-    assert_all_delivered(&by_id, jobs);
+    process::assert_all_delivered(&by_id, jobs);
     let dups = duplicates(&by_id);
     assert!(
         dups.is_empty(),
@@ -211,7 +195,7 @@ async fn second_signal_forces_and_the_rerun_finishes() {
 
     rx.set_config(ReceiverConfig::default());
     trial.run_to_completion().await;
-    assert_all_delivered(&acceptances(&rx), jobs);
+    process::assert_all_delivered(&acceptances(&rx), jobs);
 }
 
 /// SIGTERM while every job waits out a retry's backoff: nothing is
@@ -263,7 +247,7 @@ async fn sigterm_during_backoff_exits_3_with_the_count_released() {
         ..ReceiverConfig::default()
     });
     trial.run_to_completion().await;
-    assert_all_delivered(&acceptances(&rx), jobs);
+    process::assert_all_delivered(&acceptances(&rx), jobs);
 }
 
 /// After `kill -9` the rerun delivers every job; the checkpoint journal keeps
@@ -284,7 +268,7 @@ async fn kill_9_and_restart_delivers_everything_with_bounded_duplicates() {
 
     trial.run_to_completion().await;
     let by_id = acceptances(&rx);
-    assert_all_delivered(&by_id, jobs);
+    process::assert_all_delivered(&by_id, jobs);
     let dups = duplicates(&by_id);
     let extra: u64 = dups.iter().map(|(_, n)| n - 1).sum();
     println!(

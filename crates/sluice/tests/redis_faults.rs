@@ -246,22 +246,6 @@ fn acceptances(rx: &Receiver) -> BTreeMap<u64, u64> {
     by_id
 }
 
-/// Asserts every id in `0..jobs` was accepted at least once, and no other.
-fn assert_all_delivered(by_id: &BTreeMap<u64, u64>, jobs: u64) {
-    let missing: Vec<u64> = (0..jobs).filter(|id| !by_id.contains_key(id)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} of {jobs} jobs never delivered, e.g. {:?}",
-        missing.len(),
-        &missing[..missing.len().min(10)]
-    );
-    assert_eq!(
-        by_id.len() as u64,
-        jobs,
-        "ids outside 0..{jobs} were delivered"
-    );
-}
-
 /// Ids accepted more than once, with their counts.
 fn duplicates(by_id: &BTreeMap<u64, u64>) -> BTreeMap<u64, u64> {
     by_id
@@ -337,7 +321,7 @@ async fn kill_9_mid_run_the_dead_reservations_come_back_and_run() {
     assert_no_panic(&log);
 
     let by_id = acceptances(&rx);
-    assert_all_delivered(&by_id, JOBS);
+    process::assert_all_delivered(&by_id, JOBS);
     let dups = duplicates(&by_id);
     println!(
         "{} jobs delivered twice (concurrency {CONCURRENCY}), {} reserved at the kill",
@@ -559,7 +543,7 @@ async fn a_redis_restart_mid_run_is_ridden_out() {
     }
 
     let by_id = acceptances(&rx);
-    assert_all_delivered(&by_id, JOBS);
+    process::assert_all_delivered(&by_id, JOBS);
     let dups = duplicates(&by_id);
     println!("{} jobs delivered more than once: {dups:?}", dups.len());
     assert!(
@@ -611,7 +595,7 @@ async fn two_processes_share_a_queue_without_duplicates() {
     }
 
     let by_id = acceptances(&rx);
-    assert_all_delivered(&by_id, JOBS);
+    process::assert_all_delivered(&by_id, JOBS);
     assert_eq!(
         duplicates(&by_id),
         BTreeMap::new(),

@@ -345,32 +345,25 @@ impl FailedJobs {
     }
 
     async fn insert(&self, row: &Row) -> Result<(), sqlx::Error> {
-        let sql = sqlx::AssertSqlSafe(self.insert.as_str());
-        match &self.pool {
-            Pool::MySql(p) => {
-                sqlx::query(sql)
+        // One query for either database; sqlx's pools are typed by it.
+        macro_rules! insert {
+            ($pool:expr) => {
+                sqlx::query(sqlx::AssertSqlSafe(self.insert.as_str()))
                     .bind(&row.uuid)
                     .bind(&self.connection)
                     .bind(&self.queue)
                     .bind(&row.payload)
                     .bind(&row.exception)
                     .bind(row.failed_at)
-                    .execute(p)
-                    .await?;
-            }
-            Pool::Postgres(p) => {
-                sqlx::query(sql)
-                    .bind(&row.uuid)
-                    .bind(&self.connection)
-                    .bind(&self.queue)
-                    .bind(&row.payload)
-                    .bind(&row.exception)
-                    .bind(row.failed_at)
-                    .execute(p)
-                    .await?;
-            }
+                    .execute($pool)
+                    .await
+                    .map(drop)
+            };
         }
-        Ok(())
+        match &self.pool {
+            Pool::MySql(p) => insert!(p),
+            Pool::Postgres(p) => insert!(p),
+        }
     }
 }
 

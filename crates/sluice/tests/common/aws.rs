@@ -166,3 +166,22 @@ type = "http"
 url = "@URL@/reports/{{ id }}"
 body = '{"id": "{{ id }}", "job": {{ job.displayName | tojson }}, "report": {{ report | tojson }}}'
 "#;
+
+/// `[pipeline.source]` for the emulator's queue `url`: Laravel's
+/// format, 1 s polls, one delete batch at a time (moto's deletes race).
+pub fn laravel_source(url: &str) -> String {
+    format!(
+        r#"[pipeline.source]
+type = "sqs"
+queue_url = "{url}"
+endpoint = "{moto}"
+region = "us-east-1"
+access_key_id = "test"
+secret_access_key = "test"
+wait_time_secs = 1
+delete_batches_in_flight = 1
+format = "laravel"
+"#,
+        moto = moto()
+    )
+}

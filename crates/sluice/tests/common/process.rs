@@ -131,3 +131,19 @@ impl Drop for Running {
         }
     }
 }
+
+/// Asserts every id in `0..jobs` was accepted at least once, and no other.
+pub fn assert_all_delivered(by_id: &std::collections::BTreeMap<u64, u64>, jobs: u64) {
+    let missing: Vec<u64> = (0..jobs).filter(|id| !by_id.contains_key(id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {jobs} jobs never delivered, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    assert_eq!(
+        by_id.len() as u64,
+        jobs,
+        "ids outside 0..{jobs} were delivered"
+    );
+}
