@@ -157,4 +157,27 @@ mod tests {
         let k = Keys::new("", "{reports}");
         assert_eq!(k.reserved, "queues:{reports}:reserved");
     }
+
+    /// Redis Cluster hashes only the first `{...}` of a key: with the
+    /// queue named `{reports}`, as Laravel's docs say for a cluster, every
+    /// key of the queue (prefix or not) hashes on `reports`, so each
+    /// script's keys share a slot.
+    #[test]
+    fn a_hash_tag_in_the_queue_name_puts_its_keys_in_one_slot() {
+        fn hashed(key: &str) -> &str {
+            match key.find('{') {
+                Some(open) => match key[open + 1..].find('}') {
+                    Some(len) if len > 0 => &key[open + 1..open + 1 + len],
+                    _ => key,
+                },
+                None => key,
+            }
+        }
+        for prefix in ["", "laravel_database_"] {
+            let k = Keys::new(prefix, "{reports}");
+            for key in [&k.queue, &k.reserved, &k.delayed, &k.notify] {
+                assert_eq!(hashed(key), "reports", "{key}");
+            }
+        }
+    }
 }
