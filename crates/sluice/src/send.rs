@@ -88,6 +88,10 @@ pub struct SendArgs {
     /// Redis: the server, `redis://[user:password@]host:port/db`.
     #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
     pub url: String,
+    /// Redis with `rediss://`: the CA certificates (PEM) to trust instead
+    /// of the system's.
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca_file: Option<std::path::PathBuf>,
     /// Redis: the queue's name, as `onQueue('reports')` gives it.
     #[arg(long, default_value = "default")]
     pub queue: String,
@@ -470,8 +474,8 @@ impl Sink {
             #[cfg(feature = "redis")]
             Broker::Redis => {
                 let shown = crate::redact::redact(&args.url).into_owned();
-                let client = redis::Client::open(args.url.as_str())
-                    .with_context(|| format!("--url `{shown}` is not a Redis URL"))?;
+                let client = crate::sources::redis::client(&args.url, args.tls_ca_file.as_deref())
+                    .map_err(|e| anyhow::anyhow!("--url `{shown}`: {e}"))?;
                 let conn = tokio::time::timeout(
                     Duration::from_secs(10),
                     client.get_multiplexed_async_connection(),

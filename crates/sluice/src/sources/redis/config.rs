@@ -13,10 +13,14 @@ use crate::sources::{FieldError, Source, SourceConfig, SourceContext, SourceErro
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSourceConfig {
-    /// The server: `redis://[user:password@]host:port/db` (`rediss://`
-    /// for TLS is not built in). Default `redis://127.0.0.1:6379/0`.
+    /// The server: `redis://[user:password@]host:port/db`, or `rediss://`
+    /// for TLS (the server's certificate checked against the system's
+    /// roots, or `tls_ca_file`). Default `redis://127.0.0.1:6379/0`.
     #[serde(default = "default_url")]
     pub url: String,
+    /// With `rediss://`: a PEM file of the certificate authorities to trust
+    /// instead of the system's (a private CA, a self-signed server).
+    pub tls_ca_file: Option<std::path::PathBuf>,
     /// The queue's name, as `onQueue('reports')` gives it. Default
     /// `default`.
     #[serde(default = "default_queue")]
@@ -79,6 +83,7 @@ impl RedisSourceConfig {
             format: default_format(),
             dead_letter_list: None,
             ordering_key: None,
+            tls_ca_file: None,
         }
     }
 
@@ -102,6 +107,20 @@ impl RedisSourceConfig {
                 "url",
                 format!("not a Redis URL ({e}): write it like \"redis://127.0.0.1:6379/0\""),
             ));
+        }
+        if let Some(ca) = &self.tls_ca_file {
+            if !self.url.starts_with("rediss://") {
+                return Err(FieldError::new(
+                    "tls_ca_file",
+                    "set, but the url is not rediss://: TLS needs a rediss:// url",
+                ));
+            }
+            if let Err(e) = std::fs::read(ca) {
+                return Err(FieldError::new(
+                    "tls_ca_file",
+                    format!("cannot read `{}`: {e}", ca.display()),
+                ));
+            }
         }
         if self.queue.is_empty() {
             return Err(FieldError::new("queue", "empty: name the Laravel queue"));

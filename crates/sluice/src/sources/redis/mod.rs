@@ -11,6 +11,8 @@
 //! retry_after_secs = 90          # the connection's `retry_after`
 //! ```
 //!
+//! - **TLS**: `url = "rediss://..."`, the server's certificate checked
+//!   against the system's roots or `tls_ca_file` (rustls).
 //! - **Keys and scripts** are Laravel's ([`scripts`] lists them). Each
 //!   receive first migrates what is due, as Laravel's `pop` does: delayed
 //!   jobs whose time has come and reserved jobs whose reservation expired
@@ -118,6 +120,31 @@ impl std::fmt::Debug for RedisSource {
     }
 }
 
+/// A client for `url`: `rediss://` over TLS (rustls), trusting the PEM
+/// certificates in `ca_file` when given, else the system's roots.
+pub fn client(url: &str, ca_file: Option<&std::path::Path>) -> Result<redis::Client, String> {
+    if url.starts_with("rediss://") {
+        // Two crypto providers are compiled in (ring, aws-lc-rs), so rustls
+        // has no default of its own; an error means one is installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    match ca_file {
+        None => redis::Client::open(url).map_err(|e| e.to_string()),
+        Some(path) => {
+            let root_cert = std::fs::read(path)
+                .map_err(|e| format!("cannot read tls_ca_file `{}`: {e}", path.display()))?;
+            redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            )
+            .map_err(|e| e.to_string())
+        }
+    }
+}
+
 /// Connects with a reconnecting manager: exponential backoff from 100 ms
 /// up to 5 s between attempts.
 async fn connect(
@@ -144,7 +171,12 @@ impl RedisSource {
                 crate::redact::redact(&cfg.url)
             ))
         };
-        let client = redis::Client::open(cfg.url.as_str()).map_err(fatal)?;
+        let client = client(&cfg.url, cfg.tls_ca_file.as_deref()).map_err(|e| {
+            SourceError::fatal(format!(
+                "cannot use the Redis url `{}`: {e}",
+                crate::redact::redact(&cfg.url)
+            ))
+        })?;
         let conn = connect(&client, Some(Duration::from_secs(10)))
             .await
             .map_err(fatal)?;
