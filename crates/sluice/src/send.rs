@@ -43,7 +43,6 @@
 //!   prints the payload; `--print none` nothing), and a count on stderr.
 
 use std::io::{BufRead, Write};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail, ensure};
 use serde::Serialize;
@@ -445,7 +444,9 @@ pub async fn send(args: SendArgs) -> anyhow::Result<u64> {
     Ok(sent)
 }
 
+#[cfg(feature = "redis")]
 fn now_secs() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -477,7 +478,7 @@ impl Sink {
                 let client = crate::sources::redis::client(&args.url, args.tls_ca_file.as_deref())
                     .map_err(|e| anyhow::anyhow!("--url `{shown}`: {e}"))?;
                 let conn = tokio::time::timeout(
-                    Duration::from_secs(10),
+                    std::time::Duration::from_secs(10),
                     client.get_multiplexed_async_connection(),
                 )
                 .await

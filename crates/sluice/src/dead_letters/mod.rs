@@ -47,6 +47,7 @@ impl DeadLetterConfig {
     /// Checks what can be checked without connecting, against the
     /// pipeline's source (which may supply defaults); names the field.
     pub fn check(&self, source: &dyn SourceConfig) -> Result<(), FieldError> {
+        let _ = source;
         match self {
             DeadLetterConfig::Source => Ok(()),
             #[cfg(feature = "failed-jobs")]
