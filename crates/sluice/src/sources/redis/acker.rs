@@ -15,6 +15,7 @@ use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 
 use super::scripts::{Keys, RELEASE, RETRY};
+use crate::sources::common::{BatchOptions, Batcher};
 use crate::sources::{Acker, DeadLetter, DeadLetterTarget, SourceError};
 
 /// What the source and its ackers share.
@@ -23,7 +24,65 @@ pub struct Shared {
     pub conn: ConnectionManager,
     pub keys: Keys,
     /// Deliveries handed out and not yet being settled.
-    pub out: AtomicUsize,
+    pub out: Arc<AtomicUsize>,
+    /// Deletes, pipelined: one round trip for many jobs' `ZREM`s.
+    pub deletes: Batcher<Delete>,
+}
+
+/// One job's delete: its reserved member, and whether this is a second
+/// try (a `ZREM` that then finds nothing most likely ran the first time).
+pub struct Delete {
+    pub member: Bytes,
+    pub again: bool,
+}
+
+/// What the delete batcher answers for a `ZREM` that failed: the
+/// connection's error, worth trying again.
+const DELETE_FAILED: &str = "redis: deleting a reserved job (ZREM) failed";
+
+/// Starts the delete batcher: up to 128 `ZREM`s in one pipeline, sent
+/// when full, when every job handed out is settling (`out` is 0), or
+/// after 1 ms; 4 pipelines in flight.
+pub fn delete_batcher(
+    conn: ConnectionManager,
+    keys: Keys,
+    out: Arc<dyn Fn() -> bool + Send + Sync>,
+) -> (Batcher<Delete>, tokio::task::JoinHandle<()>) {
+    let opts = BatchOptions {
+        max_batch: 128,
+        linger: Duration::from_millis(1),
+        in_flight: 4,
+        flush_now: Some(out),
+    };
+    Batcher::spawn(opts, move |batch: Vec<Delete>| {
+        let mut conn = conn.clone();
+        let keys = keys.clone();
+        async move {
+            let mut pipe = redis::pipe();
+            for d in &batch {
+                pipe.zrem(&keys.reserved, d.member.as_ref());
+            }
+            match pipe.query_async::<Vec<i64>>(&mut conn).await {
+                Ok(removed) => batch
+                    .iter()
+                    .zip(removed.into_iter().chain(std::iter::repeat(1)))
+                    .map(|(d, removed)| {
+                        if removed == 0 && !d.again {
+                            // Its reservation expired and it was migrated
+                            // back: another consumer has it now, and will
+                            // run it again.
+                            tracing::warn!(queue = %keys.queue, "a job's reservation had expired before it was deleted; it will run again (raise retry_after_secs?)");
+                        }
+                        Ok(())
+                    })
+                    .collect(),
+                Err(e) => {
+                    let why = format!("{DELETE_FAILED}: {e}");
+                    batch.iter().map(|_| Err(why.clone())).collect()
+                }
+            }
+        }
+    })
 }
 
 /// Unix time in seconds, with the milliseconds, as a score.
@@ -108,29 +167,25 @@ impl RedisAcker {
         }
     }
 
-    /// Removes the reserved member: Laravel's `deleteReserved`.
+    /// Removes the reserved member: Laravel's `deleteReserved`, pipelined
+    /// with other jobs' deletes.
     async fn delete(self: Box<Self>) -> Result<(), SourceError> {
         self.begin();
-        let (removed, again) = settling(|again| {
-            let mut conn = self.shared.conn.clone();
-            let (key, member) = (&self.shared.keys.reserved, self.reserved.clone());
+        settling(|again| {
+            let deletes = self.shared.deletes.clone();
+            let member = self.reserved.clone();
             async move {
-                let removed: i64 = conn
-                    .zrem(key, member.as_ref())
-                    .await
-                    .map_err(|e| error("deleting a reserved job (ZREM)", e))?;
-                Ok((removed, again))
+                match deletes.submit(Delete { member, again }).await {
+                    Ok(Ok(())) => Ok(()),
+                    // Only the connection fails a pipelined ZREM.
+                    Ok(Err(why)) => Err(SourceError::transient(why)),
+                    Err(closed) => Err(SourceError::fatal(format!(
+                        "redis: deleting a reserved job: {closed}"
+                    ))),
+                }
             }
         })
-        .await?;
-        // On a second try, 0 most likely means the first one ran and only
-        // its reply was lost.
-        if removed == 0 && !again {
-            // Its reservation expired and it was migrated back: another
-            // consumer has it now, and will run it again.
-            tracing::warn!(queue = %self.shared.keys.queue, "a job's reservation had expired before it was deleted; it will run again (raise retry_after_secs?)");
-        }
-        Ok(())
+        .await
     }
 }
 

@@ -77,7 +77,7 @@ use super::{
     Backlog, Capabilities, DeadLetterTarget, Delivery, Message, Received, Source, SourceContext,
     SourceError,
 };
-use acker::{DeadLetterList, RedisAcker, Shared, error, now_secs, score_in};
+use acker::{DeadLetterList, RedisAcker, Shared, delete_batcher, error, now_secs, score_in};
 pub use config::RedisSourceConfig;
 use scripts::{Keys, MIGRATE, POP};
 
@@ -184,10 +184,17 @@ impl RedisSource {
         let blocking = connect(&client, Some(block_for + Duration::from_secs(5)))
             .await
             .map_err(fatal)?;
+        let out = Arc::new(AtomicUsize::new(0));
+        let (deletes, _deleter) = delete_batcher(conn.clone(), cfg.keys(), {
+            let out = out.clone();
+            // Every job handed out is settling: no delete is coming to wait for.
+            Arc::new(move || out.load(Relaxed) == 0)
+        });
         let shared = Arc::new(Shared {
             conn: conn.clone(),
             keys: cfg.keys(),
-            out: AtomicUsize::new(0),
+            out,
+            deletes,
         });
         Ok(RedisSource {
             shared,
