@@ -81,6 +81,26 @@ use acker::{DeadLetterList, RedisAcker, Shared, delete_batcher, error, now_secs,
 pub use config::RedisSourceConfig;
 use scripts::{Keys, MIGRATE, POP};
 
+/// The fields of a payload the source reads itself.
+/// (Small values as `Value`s: an untagged enum would trip over
+/// serde_json's arbitrary-precision numbers.)
+#[derive(Default, serde::Deserialize)]
+struct Head {
+    #[serde(default)]
+    uuid: Option<serde_json::Value>,
+    #[serde(default)]
+    id: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "lenient_u64")]
+    attempts: Option<u64>,
+}
+
+/// `attempts` when it is a whole number, else none (not an error: the
+/// job still runs, counted from 1).
+fn lenient_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use serde::Deserialize;
+    Ok(serde_json::Value::deserialize(d)?.as_u64())
+}
+
 /// A job as the pop script returned it.
 struct Popped {
     original: Bytes,
@@ -256,27 +276,27 @@ impl RedisSource {
     }
 
     fn delivery(&self, p: Popped) -> Delivery {
-        let original: Option<serde_json::Value> = serde_json::from_slice(&p.original).ok();
-        let field = |name: &str| {
-            original
-                .as_ref()
-                .and_then(|v| v.get(name))
-                .and_then(|v| match v {
-                    serde_json::Value::String(s) => Some(s.clone()),
-                    serde_json::Value::Number(n) => Some(n.to_string()),
-                    _ => None,
-                })
-                .filter(|s| !s.is_empty())
-        };
-        let id = field("uuid").or_else(|| field("id")).unwrap_or_default();
+        // Only the fields this needs, without building the payload's tree
+        // (the format decodes it once, later).
+        let head: Head = serde_json::from_slice(&p.original).unwrap_or_default();
+        let id = [head.uuid, head.id]
+            .into_iter()
+            .flatten()
+            .find_map(|v| match v {
+                serde_json::Value::String(s) if !s.is_empty() => Some(s),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .unwrap_or_default();
         // Laravel's `attempts()`: the stored count plus this one, which is
         // what the reserved copy holds.
-        let attempt = serde_json::from_slice::<serde_json::Value>(&p.reserved)
+        let attempt = serde_json::from_slice::<Head>(&p.reserved)
             .ok()
-            .and_then(|v| v.get("attempts")?.as_u64())
+            .and_then(|h| h.attempts)
             .map_or(1, |n| n.clamp(1, u64::from(u32::MAX)) as u32);
         let key = self.ordering_key.as_deref().and_then(|pointer| {
-            match original.as_ref()?.pointer(pointer)? {
+            let original: serde_json::Value = serde_json::from_slice(&p.original).ok()?;
+            match original.pointer(pointer)? {
                 serde_json::Value::String(s) => Some(s.clone()),
                 serde_json::Value::Null => None,
                 other => Some(other.to_string()),
