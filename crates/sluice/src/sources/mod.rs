@@ -23,9 +23,13 @@
 //!
 //! **Dead letters** go to a pipeline-level [`DeadLetterTarget`]: the
 //! source's own ([`Source::dead_letters`]: the SQS dead-letter queue, the
-//! file source's failures file) or another the worker is given. The target
-//! stores the message first; only then is it [removed](Acker::remove). If
-//! storing fails, the message is not removed and comes back.
+//! file source's failures file, the Redis list) or another the worker is
+//! given (a config's `[pipeline.dead_letter]`, such as Laravel's
+//! `failed_jobs` table: [`crate::dead_letters`]). A source opened with
+//! [`SourceContext::dead_letters_elsewhere`] set must not refuse to open for
+//! want of a target of its own. The target stores the message first; only
+//! then is it [removed](Acker::remove). If storing fails, the message is not
+//! removed and comes back.
 //!
 //! **Ordering keys**: a [`Message::key`] (an SQS FIFO `MessageGroupId`, a
 //! Kafka key or partition) runs one at a time per key, in the order
