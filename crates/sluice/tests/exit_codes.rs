@@ -56,12 +56,7 @@ fn jobs(dir: &Path, lines: &[String]) -> PathBuf {
 }
 
 async fn receiver(config: ReceiverConfig) -> Receiver {
-    Receiver::start(ReceiverConfig {
-        record: true,
-        ..config
-    })
-    .await
-    .expect("the receiver starts")
+    common::recording_receiver(config).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,12 +28,7 @@ use tempfile::TempDir;
 const WAIT: Duration = Duration::from_secs(60);
 
 async fn receiver(config: ReceiverConfig) -> Receiver {
-    Receiver::start(ReceiverConfig {
-        record: true,
-        ..config
-    })
-    .await
-    .expect("the receiver starts")
+    common::recording_receiver(config).await
 }
 
 /// A `sluice run` config for `queue`: each job's report id, decoded from
@@ -647,11 +642,10 @@ async fn two_sluice_processes_and_a_laravel_worker_share_a_queue() {
     let sluices = async {
         // Laravel's worker first, so that it has a share however fast the
         // two sluices are.
-        let started = Instant::now();
-        while laravel.handled().is_empty() {
-            assert!(started.elapsed() < WAIT, "Laravel's worker ran no job");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        common::wait_until("Laravel's worker to run a job", WAIT, || {
+            !laravel.handled().is_empty()
+        })
+        .await;
         let mut a = process::start(dir.path(), 1, &config, &["--stop-when-empty"]);
         let mut b = process::start(dir.path(), 2, &config, &["--stop-when-empty"]);
         for run in [&mut a, &mut b] {

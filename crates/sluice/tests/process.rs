@@ -27,13 +27,11 @@ fn ms(n: u64) -> Duration {
 }
 
 async fn receiver(latency: (Duration, Duration)) -> Receiver {
-    Receiver::start(ReceiverConfig {
+    common::recording_receiver(ReceiverConfig {
         latency,
-        record: true,
         ..ReceiverConfig::default()
     })
     .await
-    .expect("the receiver starts")
 }
 
 /// A jobs file of `{"id": N}` lines and a config that posts each to the
@@ -92,18 +90,12 @@ body = '{{"id": {{{{ body.id }}}}}}'
 }
 
 /// Polls `cond` every 10 ms; fails the test with `what` after [`WAIT`].
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !cond() {
-        assert!(started.elapsed() < WAIT, "timed out waiting for {what}");
-        tokio::time::sleep(ms(10)).await;
-    }
+async fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    common::wait_until(what, WAIT, cond).await;
 }
 
 async fn wait_for_accepted(rx: &Receiver, n: u64) {
-    tokio::time::timeout(WAIT, rx.wait_for_accepted(n))
-        .await
-        .unwrap_or_else(|_| panic!("the receiver accepted only {} of {n}", rx.accepted()));
+    common::wait_for_accepted(rx, n, WAIT).await;
 }
 
 /// How often the receiver accepted each job id.

@@ -23,6 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::process::{self, Running};
+use common::wait_until;
 use redis::Commands;
 use sluice::sources::redis::scripts::Keys;
 use sluice::testkit::{Receiver, ReceiverConfig};
@@ -35,29 +36,16 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-/// Polls `cond` every 20 ms; fails the test with `what` after `bound`.
-async fn wait_until(what: &str, bound: Duration, mut cond: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !cond() {
-        assert!(started.elapsed() < bound, "timed out waiting for {what}");
-        tokio::time::sleep(ms(20)).await;
-    }
-}
-
 async fn receiver(latency: (Duration, Duration)) -> Receiver {
-    Receiver::start(ReceiverConfig {
+    common::recording_receiver(ReceiverConfig {
         latency,
-        record: true,
         ..ReceiverConfig::default()
     })
     .await
-    .expect("the receiver starts")
 }
 
 async fn wait_for_accepted(rx: &Receiver, n: u64) {
-    tokio::time::timeout(WAIT, rx.wait_for_accepted(n))
-        .await
-        .unwrap_or_else(|_| panic!("the receiver accepted only {} of {n}", rx.accepted()));
+    common::wait_for_accepted(rx, n, WAIT).await;
 }
 
 /// A Laravel payload for job `id` (`uuid` `job-<id>`, the command's

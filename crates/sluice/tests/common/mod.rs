@@ -124,3 +124,31 @@ pub fn single(report: &RunReport) -> &sluice::runtime::PipelineReport {
     assert_eq!(report.pipelines.len(), 1);
     &report.pipelines[0]
 }
+
+/// A receiver that keeps every request, for tests that read what it got.
+pub async fn recording_receiver(config: ReceiverConfig) -> Receiver {
+    Receiver::start(ReceiverConfig {
+        record: true,
+        ..config
+    })
+    .await
+    .expect("the receiver starts")
+}
+
+/// Polls `cond` every 10 ms until it holds; fails the test, naming
+/// `what`, after `bound`.
+pub async fn wait_until(what: &str, bound: Duration, mut cond: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !cond() {
+        assert!(started.elapsed() < bound, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until `rx` has accepted `n` requests; fails the test after
+/// `bound`, saying how many it had.
+pub async fn wait_for_accepted(rx: &Receiver, n: u64, bound: Duration) {
+    tokio::time::timeout(bound, rx.wait_for_accepted(n))
+        .await
+        .unwrap_or_else(|_| panic!("the receiver accepted only {} of {n}", rx.accepted()));
+}
