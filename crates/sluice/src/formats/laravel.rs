@@ -183,39 +183,53 @@ impl RetryHints {
     /// Reads the hints of a payload; `None` when `body` is not a JSON
     /// object.
     pub fn parse(body: &[u8]) -> Option<RetryHints> {
-        let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-        let v = v.as_object()?;
-        let max_tries = v
-            .get("maxTries")
-            .and_then(serde_json::Value::as_u64)
+        use serde_json::Value;
+        // Only these fields, as small values: the rest of the payload (the
+        // serialized command above all) is skipped, not built into a tree.
+        // It runs for every attempt (for the timeout), not only on failure.
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Fields {
+            max_tries: Option<Value>,
+            backoff: Option<Value>,
+            retry_until: Option<Value>,
+            timeout: Option<Value>,
+            fail_on_timeout: Option<Value>,
+        }
+        // A struct also reads from a JSON list, by position: not a payload.
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return None;
+        }
+        let f: Fields = serde_json::from_slice(body).ok()?;
+        let max_tries = f
+            .max_tries
+            .and_then(|v| v.as_u64())
             .map(|n| n.min(u64::from(u32::MAX)) as u32);
         // Laravel writes `backoff` as "1,5,10" (or a number, or null).
-        let backoff = match v.get("backoff") {
-            Some(serde_json::Value::String(s)) => s
+        let backoff = match f.backoff {
+            Some(Value::String(s)) => s
                 .split(',')
                 .filter_map(|p| p.trim().parse::<u64>().ok())
                 .map(Duration::from_secs)
                 .collect(),
-            Some(serde_json::Value::Number(n)) => {
-                n.as_u64().map(Duration::from_secs).into_iter().collect()
-            }
-            Some(serde_json::Value::Array(a)) => a
+            Some(Value::Number(n)) => n.as_u64().map(Duration::from_secs).into_iter().collect(),
+            Some(Value::Array(a)) => a
                 .iter()
-                .filter_map(serde_json::Value::as_u64)
+                .filter_map(Value::as_u64)
                 .map(Duration::from_secs)
                 .collect(),
             _ => Vec::new(),
         };
-        let retry_until = v
-            .get("retryUntil")
-            .and_then(serde_json::Value::as_u64)
+        let retry_until = f
+            .retry_until
+            .and_then(|v| v.as_u64())
             .map(|t| UNIX_EPOCH + Duration::from_secs(t));
-        let timeout = v
-            .get("timeout")
-            .and_then(serde_json::Value::as_u64)
+        let timeout = f
+            .timeout
+            .and_then(|v| v.as_u64())
             .filter(|t| *t > 0)
             .map(Duration::from_secs);
-        let fail_on_timeout = v.get("failOnTimeout") == Some(&serde_json::Value::Bool(true));
+        let fail_on_timeout = f.fail_on_timeout == Some(Value::Bool(true));
         Some(RetryHints {
             max_tries,
             backoff,
@@ -288,6 +302,16 @@ impl RetryPolicy for LaravelRetry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hints_come_only_from_a_json_object() {
+        assert_eq!(RetryHints::parse(b"[3, \"1,2\"]"), None);
+        assert_eq!(RetryHints::parse(b"\"x\""), None);
+        let h = RetryHints::parse(b" {\"maxTries\": 3, \"backoff\": [1, 2], \"data\": {\"command\": \"O:1:\\\"A\\\":0:{}\"}}")
+            .unwrap();
+        assert_eq!(h.max_tries, Some(3));
+        assert_eq!(h.backoff, [Duration::from_secs(1), Duration::from_secs(2)]);
+    }
 
     #[test]
     fn a_jobs_timeout_outranks_the_pipelines() {
