@@ -40,7 +40,10 @@
 //!   **SQS**: `SendMessageBatch`, `DelaySeconds` for `--delay` (at most
 //!   900, SQS's limit).
 //! - **Output**: each job's uuid on stdout, one a line (`--print payload`
-//!   prints the payload; `--print none` nothing), and a count on stderr.
+//!   prints the payload; `--print none` nothing), once its batch is
+//!   pushed, and a count on stderr. A bad line of stdin stops the run: the
+//!   jobs before it that were pushed are on stdout, the error says how
+//!   many, and none after it is sent.
 
 use std::io::{BufRead, Write};
 
@@ -329,8 +332,8 @@ impl SendArgs {
         Ok(())
     }
 
-    /// The payload for one job.
-    fn payload(&self, body: &Body) -> String {
+    /// The payload for one job, and its uuid.
+    fn payload(&self, body: &Body) -> (String, String) {
         let (display, job, data) = match body {
             Body::Command { class, serialized } => (
                 class.as_str(),
@@ -346,11 +349,12 @@ impl SendArgs {
             }
         };
         let redis = self.to == Broker::Redis;
-        php_json(&Payload {
-            uuid: self
-                .uuid
-                .clone()
-                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        let uuid = self
+            .uuid
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let payload = php_json(&Payload {
+            uuid: uuid.clone(),
             display_name: display,
             job,
             max_tries: self.tries,
@@ -363,7 +367,8 @@ impl SendArgs {
             data,
             id: redis.then(|| self.id.clone().unwrap_or_else(random_id)),
             attempts: redis.then_some(0),
-        })
+        });
+        (uuid, payload)
     }
 
     /// The one body given on the command line.
@@ -386,62 +391,93 @@ impl SendArgs {
     }
 }
 
-/// Sends the jobs; the number sent.
+/// Sends the jobs; the number sent. Each job is printed (`--print`) once
+/// its batch was pushed, so what stdout lists was sent; an error says how
+/// many were sent before it.
 pub async fn send(args: SendArgs) -> anyhow::Result<u64> {
     args.check()?;
     let mut sink = Sink::open(&args).await?;
-    let mut out = std::io::stdout().lock();
-    let mut batch: Vec<String> = Vec::new();
-    let mut sent = 0u64;
-    let mut emit = |payload: String, batch: &mut Vec<String>| -> anyhow::Result<()> {
-        match args.print {
-            Print::Uuid => {
-                let v: Json = serde_json::from_str(&payload).expect("our own JSON");
-                writeln!(out, "{}", v["uuid"].as_str().unwrap_or_default())?;
+    let mut out = Sent {
+        print: args.print,
+        count: 0,
+    };
+    let mut batch: Vec<(String, String)> = Vec::new();
+    let result = async {
+        match args.stdin {
+            None => {
+                let body = args.body()?;
+                for _ in 0..args.count {
+                    batch.push(args.payload(&body));
+                    if batch.len() >= sink.batch() {
+                        out.push(&mut sink, &mut batch).await?;
+                    }
+                }
             }
-            Print::Payload => writeln!(out, "{payload}")?,
+            Some(what) => {
+                let stdin = std::io::stdin();
+                for (n, line) in stdin.lock().lines().enumerate() {
+                    let line = line.context("reading stdin")?;
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    let body = match what {
+                        StdinHolds::Data => data(&line),
+                        StdinHolds::Command => checked_command(&line),
+                        StdinHolds::CommandJson => json_command(&line),
+                    }
+                    .with_context(|| format!("stdin line {}", n + 1))?;
+                    for _ in 0..args.count {
+                        batch.push(args.payload(&body));
+                    }
+                    if batch.len() >= sink.batch() {
+                        out.push(&mut sink, &mut batch).await?;
+                    }
+                }
+            }
+        }
+        out.push(&mut sink, &mut batch).await
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            eprintln!("sent {} job(s) to {}", out.count, sink.name());
+            Ok(out.count)
+        }
+        Err(e) => Err(e.context(format!(
+            "{} job(s) were sent to {} before this (their uuids are on stdout); the rest were not",
+            out.count,
+            sink.name()
+        ))),
+    }
+}
+
+/// What has been sent, and printing it.
+struct Sent {
+    print: Print,
+    count: u64,
+}
+
+impl Sent {
+    /// Pushes `batch` (emptying it), then prints what it sent.
+    async fn push(
+        &mut self,
+        sink: &mut Sink,
+        batch: &mut Vec<(String, String)>,
+    ) -> anyhow::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let jobs = std::mem::take(batch);
+        let (uuids, payloads): (Vec<String>, Vec<String>) = jobs.into_iter().unzip();
+        self.count += sink.push(&payloads).await?;
+        let mut out = std::io::stdout().lock();
+        match self.print {
+            Print::Uuid => uuids.iter().try_for_each(|u| writeln!(out, "{u}"))?,
+            Print::Payload => payloads.iter().try_for_each(|p| writeln!(out, "{p}"))?,
             Print::None => {}
         }
-        batch.push(payload);
         Ok(())
-    };
-    match args.stdin {
-        None => {
-            let body = args.body()?;
-            for _ in 0..args.count {
-                emit(args.payload(&body), &mut batch)?;
-                if batch.len() >= sink.batch() {
-                    sent += sink.push(std::mem::take(&mut batch)).await?;
-                }
-            }
-        }
-        Some(what) => {
-            let stdin = std::io::stdin();
-            for (n, line) in stdin.lock().lines().enumerate() {
-                let line = line.context("reading stdin")?;
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let body = match what {
-                    StdinHolds::Data => data(&line),
-                    StdinHolds::Command => checked_command(&line),
-                    StdinHolds::CommandJson => json_command(&line),
-                }
-                .with_context(|| format!("stdin line {}", n + 1))?;
-                for _ in 0..args.count {
-                    emit(args.payload(&body), &mut batch)?;
-                }
-                if batch.len() >= sink.batch() {
-                    sent += sink.push(std::mem::take(&mut batch)).await?;
-                }
-            }
-        }
     }
-    if !batch.is_empty() {
-        sent += sink.push(batch).await?;
-    }
-    eprintln!("sent {sent} job(s) to {}", sink.name());
-    Ok(sent)
 }
 
 #[cfg(feature = "redis")]
@@ -531,14 +567,14 @@ impl Sink {
     }
 
     /// Pushes a batch, as Laravel's push does each job.
-    async fn push(&mut self, payloads: Vec<String>) -> anyhow::Result<u64> {
+    async fn push(&mut self, payloads: &[String]) -> anyhow::Result<u64> {
         let n = payloads.len() as u64;
         match self {
             #[cfg(feature = "redis")]
             Sink::Redis { conn, keys, delay } => {
                 let mut pipe = redis::pipe();
                 pipe.atomic();
-                for p in &payloads {
+                for p in payloads {
                     match delay {
                         Some(d) => {
                             pipe.zadd(&keys.delayed, p, now_secs() + *d).ignore();
@@ -619,7 +655,7 @@ mod tests {
             "abc",
         ]);
         a.check().unwrap();
-        let p = a.payload(&a.body().unwrap());
+        let (_, p) = a.payload(&a.body().unwrap());
         assert_eq!(
             p,
             r#"{"uuid":"u-1","displayName":"App\\Jobs\\ProcessReport","job":"Illuminate\\Queue\\CallQueuedHandler@call","maxTries":null,"maxExceptions":null,"failOnTimeout":false,"backoff":null,"timeout":null,"retryUntil":null,"data":{"commandName":"App\\Jobs\\ProcessReport","command":"O:22:\"App\\Jobs\\ProcessReport\":1:{s:8:\"reportId\";i:42;}"},"id":"abc","attempts":0}"#
@@ -643,7 +679,7 @@ mod tests {
             "u-2",
         ]);
         a.check().unwrap();
-        let p = a.payload(&a.body().unwrap());
+        let (_, p) = a.payload(&a.body().unwrap());
         assert_eq!(
             p,
             r#"{"uuid":"u-2","displayName":"App\\Handlers\\Import","job":"App\\Handlers\\Import@handle","maxTries":3,"maxExceptions":null,"failOnTimeout":false,"backoff":"10,30","timeout":null,"data":{"n":1.5,"t":"é\u2028","url":"https:\/\/x\/y"}}"#

@@ -678,3 +678,59 @@ async fn two_sluice_processes_and_a_laravel_worker_share_a_queue() {
     assert_eq!(laravel.handled().len() as u64, by_php);
     assert_eq!(Laravel::held(q), (0, 0, 0));
 }
+
+/// A bad line half-way through stdin stops `sluice send`, and it says
+/// what was already sent: stdout lists exactly the jobs on the queue.
+#[tokio::test]
+async fn sluice_send_stopped_by_a_bad_line_says_what_it_had_sent() {
+    use std::io::Write;
+    let laravel = Laravel::new("send-bad-line");
+    let q = laravel.queue.as_str();
+    let mut lines: String = (1..=600)
+        .map(|id| {
+            format!("{{\"__class\": \"App\\\\Jobs\\\\ProcessReport\", \"reportId\": {id}}}\n")
+        })
+        .collect();
+    lines.push_str("{\"__class\": \"App\\\\Jobs\\\\ProcessReport\", \"reportId\": \n");
+    let url = common::redis::url();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "send", "--to", "redis", "--url", &url, "--queue", q, "--prefix", PREFIX,
+        ])
+        .args(["--stdin", "command-json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("stdin line 601") && stderr.contains("500 job(s) were sent"),
+        "{stderr}"
+    );
+    let printed: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let queued: Vec<Vec<u8>> = redis::Commands::lrange(
+        &mut common::redis::connection(),
+        Laravel::keys(q).queue,
+        0,
+        -1,
+    )
+    .unwrap();
+    assert_eq!(printed.len(), 500);
+    assert_eq!(queued.len(), 500);
+    for (uuid, job) in printed.iter().zip(&queued) {
+        assert_eq!(json_of(job)["uuid"], uuid.as_str());
+    }
+}
