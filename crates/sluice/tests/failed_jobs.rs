@@ -302,3 +302,38 @@ url = "{rx}/status/422"
     );
     s.drop_table().await;
 }
+
+/// A wrong password, taken from the environment with a quote and a
+/// backslash in it: the run stops at start saying it cannot connect and
+/// what to check, the password appears nowhere, and the jobs stay queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_database_password_stops_the_run_without_showing_it() {
+    let s = Setup::new("fj-password", Db::MariaDb).await;
+    s.laravel.dispatch(s.queue(), 1, &[]).await;
+    let rx = receiver().await;
+    let config = std::fs::read_to_string(s.config(&rx)).unwrap().replace(
+        Db::MariaDb.url(),
+        "mysql://root:${DB_PASSWORD}@127.0.0.1:3306/test",
+    );
+    let path = s.dir.path().join("password.toml");
+    std::fs::write(&path, config).unwrap();
+    let secret = r#"no-such-pw"quote\slash"#;
+    let mut run = process::start_env(
+        s.dir.path(),
+        1,
+        &path,
+        &["--stop-when-empty"],
+        &[("DB_PASSWORD", secret)],
+    );
+    let status = run.wait(Duration::from_secs(30)).await;
+    let log = run.log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("cannot connect to the failed_jobs database")
+            && log.contains("percent-encode"),
+        "{log}"
+    );
+    assert!(!log.contains("no-such-pw"), "the password leaked:\n{log}");
+    assert_eq!(s.left_in_redis(), 1, "the job stays queued");
+    s.drop_table().await;
+}

@@ -167,7 +167,8 @@ impl FailedJobsConfig {
         let cannot = |e: sqlx::Error| {
             SourceError::fatal(format!(
                 "cannot connect to the failed_jobs database at `{shown}`: {e}; check url \
-                 (host, port, user, password, database) and that the server runs"
+                 (host, port, user, password, database; percent-encode `@ : / # ?` in the \
+                 password) and that the server runs"
             ))
         };
         let pool = match self.dialect() {

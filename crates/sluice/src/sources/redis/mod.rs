@@ -187,7 +187,7 @@ impl RedisSource {
     ) -> Result<RedisSource, SourceError> {
         let fatal = |e: redis::RedisError| {
             SourceError::fatal(format!(
-                "cannot connect to Redis at `{}`: {e}; check url (host, port, password, db) and that the server runs",
+                "cannot connect to Redis at `{}`: {e}; check url (host, port, password, db; percent-encode `@ : / # ?` in the password) and that the server runs",
                 crate::redact::redact(&cfg.url)
             ))
         };
