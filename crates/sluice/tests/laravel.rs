@@ -734,3 +734,57 @@ async fn sluice_send_stopped_by_a_bad_line_says_what_it_had_sent() {
         assert_eq!(json_of(job)["uuid"], uuid.as_str());
     }
 }
+
+/// sluice killed with `kill -9` while it holds jobs: Laravel's own worker,
+/// migrating expired reservations as its pop does, runs them once their
+/// `retry_after` has passed. Every job runs; none is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_a_killed_sluice_held_are_run_by_laravels_worker() {
+    const JOBS: u32 = 12;
+    let laravel = Laravel::new("killed");
+    let q = laravel.queue.as_str();
+    laravel.dispatch(q, JOBS, &[]).await;
+    // Requests that never get an answer: what sluice takes, it holds.
+    let rx = receiver(ReceiverConfig {
+        hang_rate: 1.0,
+        ..ReceiverConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let config = config(&dir, q, 2, &rx, ""); // concurrency 4
+    let mut run = process::start(dir.path(), 0, &config, &[]);
+    wait_until("sluice to hold 4 jobs", &mut run, || {
+        Laravel::held(q).1 == 4 && rx.total() == 4
+    })
+    .await;
+    run.signal("KILL");
+    run.wait(WAIT).await;
+    assert_eq!(Laravel::held(q), (u64::from(JOBS) - 4, 4, 0));
+    // Laravel's worker drains the list, then finds the dead process's
+    // reservations expired (2 s) and runs them too. The attempt sluice
+    // made counts, as a crashed PHP worker's would: with queue:work's
+    // default --tries=1 Laravel would fail those four as having had
+    // their try.
+    let out = laravel
+        .php(
+            "work.php",
+            &[q, "--sleep=1", "--tries=3", &format!("--max-jobs={JOBS}")],
+            &[("RETRY_AFTER", "2")],
+        )
+        .await;
+    let handled = laravel.handled();
+    let mut ids: Vec<u64> = handled
+        .iter()
+        .map(|h| h["reportId"].as_u64().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        (1..=u64::from(JOBS)).collect::<Vec<_>>(),
+        "{}",
+        out.text()
+    );
+    // The four sluice held ran under Laravel as their second attempt.
+    assert_eq!(handled.iter().filter(|h| h["attempts"] == 2).count(), 4);
+    assert_eq!(Laravel::held(q), (0, 0, 0));
+}
