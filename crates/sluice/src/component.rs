@@ -37,6 +37,21 @@ impl SourceContext {
     }
 }
 
+/// A local file a component reads or writes ([`crate::sources::SourceConfig::files`]),
+/// so the config can refuse two uses of one file: a failures file that is
+/// also the input, two pipelines sharing one checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalFile {
+    /// The config field that names it (`path`, `checkpoint`, `failures`).
+    pub field: &'static str,
+    /// The path as configured (relative to where sluice runs); `-` is stdin.
+    pub path: std::path::PathBuf,
+    /// Written to (a checkpoint, a failures file), or consumed (stdin): no
+    /// other use of the same file may share it. An input file only read
+    /// may be read by several pipelines.
+    pub exclusive: bool,
+}
+
 /// What a step needs to know about its pipeline when it is built; make
 /// one with [`StepContext::new`].
 #[derive(Clone, Debug)]

@@ -179,3 +179,48 @@ fn run_raises_the_open_files_limit_or_refuses() {
         "{log}"
     );
 }
+
+/// A failures file reached through a symlink to the input is the input:
+/// `check` and `run` refuse it, and nothing is written.
+#[test]
+fn a_symlink_to_the_input_is_the_input() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    std::fs::write(dir.path().join("jobs.ndjson"), "{\"id\": 1}\n").expect("write jobs");
+    std::os::unix::fs::symlink("jobs.ndjson", dir.path().join("feed")).expect("symlink");
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        "[[pipeline]]\nname = \"t\"\n[pipeline.source]\ntype = \"file\"\npath = \"jobs.ndjson\"\n\
+         failures = \"feed\"\n[[pipeline.step]]\ntype = \"http\"\nurl = \"http://127.0.0.1:9/x\"\n",
+    )
+    .expect("write the config");
+    for args in [&["check"][..], &["run", "--progress", "off"][..]] {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("-c")
+            .arg(&config)
+            .current_dir(dir.path())
+            .output()
+            .expect("run sluice");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(
+                ":6: pipeline[0].source.failures: `feed` is the same file as this \
+                             pipeline's `path`"
+            ),
+            "{stderr}"
+        );
+    }
+    let mut left: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("list")
+        .map(|e| {
+            e.expect("an entry")
+                .file_name()
+                .into_string()
+                .expect("utf-8")
+        })
+        .collect();
+    left.sort();
+    assert_eq!(left, ["feed", "jobs.ndjson", "sluice.toml"]);
+}

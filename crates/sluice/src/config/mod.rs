@@ -34,6 +34,7 @@
 
 mod de;
 pub mod env;
+mod files;
 pub mod limits;
 mod locate;
 mod registry;
@@ -393,6 +394,31 @@ impl Loaded {
                 retry,
                 destinations: cx.destinations,
             });
+        }
+        let uses: Vec<files::Use<'_>> = self
+            .config
+            .pipelines
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| {
+                p.source
+                    .config()
+                    .files()
+                    .into_iter()
+                    .map(move |file| files::Use {
+                        pipeline: i,
+                        name: &p.name,
+                        file,
+                    })
+            })
+            .collect();
+        if let Some(alias) = files::first_alias(&uses) {
+            let at = FieldPath::default()
+                .key("pipeline")
+                .index(alias.pipeline)
+                .key("source")
+                .key(alias.field);
+            return Err(self.error_at(&at, alias.message));
         }
         // The hard limit is what `run` can raise the soft one to.
         let needed = limits::needed(&self.config.pipelines);

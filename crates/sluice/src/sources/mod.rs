@@ -110,7 +110,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
-pub use crate::component::{FieldError, SourceContext};
+pub use crate::component::{FieldError, LocalFile, SourceContext};
 use crate::formats::Format;
 pub use tokio_util::sync::CancellationToken as Revocation;
 
@@ -399,5 +399,11 @@ pub trait SourceConfig: fmt::Debug + Send + Sync {
     /// dead-letter target. Default none.
     fn laravel_queue(&self) -> Option<(String, String)> {
         None
+    }
+    /// The local files the source reads and writes. The config refuses
+    /// any two uses of one file (through symlinks, `..` and hard links
+    /// too) unless both only read it. Default none.
+    fn files(&self) -> Vec<LocalFile> {
+        Vec::new()
     }
 }

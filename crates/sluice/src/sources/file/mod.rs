@@ -103,6 +103,34 @@ impl SourceConfig for FileSourceConfig {
         FileSourceConfig::check(self)
     }
 
+    fn files(&self) -> Vec<super::LocalFile> {
+        let file = |field, path: PathBuf, exclusive| super::LocalFile {
+            field,
+            path,
+            exclusive,
+        };
+        let with = |p: &PathBuf, suffix: &str| {
+            let mut s = p.clone().into_os_string();
+            s.push(suffix);
+            PathBuf::from(s)
+        };
+        let paths = self.paths();
+        let mut files = vec![match self.input() {
+            // Stdin is consumed: two readers would each get part of it.
+            Input::Stdin => file("path", PathBuf::from("-"), true),
+            Input::File(p) => file("path", p, false),
+        }];
+        if let Some(c) = &paths.checkpoint {
+            files.push(file("checkpoint", c.clone(), true));
+            // The checkpoint is written whole to `<checkpoint>.tmp`, then
+            // renamed over.
+            files.push(file("checkpoint", with(c, ".tmp"), true));
+        }
+        files.push(file("failures", paths.failures.clone(), true));
+        files.push(file("failures", paths.reasons(), true));
+        files
+    }
+
     fn build<'a>(
         &'a self,
         cx: &'a SourceContext,
