@@ -28,6 +28,16 @@ pub trait RetryPolicy: fmt::Debug + Send + Sync + 'static {
     /// with `error`.
     fn on_failure(&self, attempt: u32, body: &[u8], error: JobError) -> Decision;
 
+    /// Before attempt `attempt` of the message with `body` runs: a reason
+    /// to dead-letter it without running it, when it is already past its
+    /// limits (a worker that crashed holding it spent an attempt the broker
+    /// counted). Default: every message runs. (Laravel jobs bring their own
+    /// rule: see [`crate::formats::laravel`].)
+    fn before_attempt(&self, attempt: u32, body: &[u8]) -> Option<String> {
+        let _ = (attempt, body);
+        None
+    }
+
     /// How long one attempt of the message with `body` may run, given the
     /// pipeline's `job_timeout_secs` (`configured`), and what running out
     /// of time means. Default: `configured`, and a timed-out attempt is

@@ -337,3 +337,126 @@ async fn a_wrong_database_password_stops_the_run_without_showing_it() {
     assert_eq!(s.left_in_redis(), 1, "the job stays queued");
     s.drop_table().await;
 }
+
+/// Waits until every reservation of `queue` has expired (its score, the
+/// time it is due back, has passed), so the next pop migrates it.
+async fn until_reservations_expire(queue: &str) {
+    let due = Laravel::reserved_until(queue);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        <= due
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{queue}: reserved past {due}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A `$tries = 1` job that a worker popped and died holding has spent its
+/// one try: Laravel's own Worker fails it without running it
+/// (MaxAttemptsExceededException), and so does sluice, on the same Redis
+/// state: no request, a failed_jobs row with Laravel's message, exit 4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_past_its_tries_is_failed_unrun_as_laravels_worker_does() {
+    let s = Setup::new("fj-tries", Db::MariaDb).await;
+    let other = s.laravel.other.clone();
+    for q in [s.queue(), other.as_str()] {
+        s.laravel
+            .dispatch(q, 1, &["--class=TriedOnceReport", "--start=7"])
+            .await;
+        // A worker pops it (its one attempt counted) and dies holding it.
+        s.laravel.pop(q, 1).await;
+        until_reservations_expire(q).await;
+    }
+
+    // Laravel's own worker on one queue...
+    let out = s.php("work.php", &[&other, "--stop-when-empty"]).await;
+    assert!(out.contains("Failed:"), "{out}");
+    // ...and sluice on the other.
+    let rx = receiver().await;
+    let mut run = run_to_end(s.dir.path(), 0, &s.config(&rx));
+    let status = run.wait(Duration::from_secs(60)).await;
+    assert_eq!(status.code(), Some(4), "dead-lettered; log:\n{}", run.log());
+
+    assert!(s.laravel.handled().is_empty(), "Laravel ran it");
+    assert_eq!(rx.total(), 0, "sluice ran it");
+    let rows = s.failed().await;
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    let message = "App\\Jobs\\TriedOnceReport has been attempted too many times or run too \
+                   long. The job may have previously timed out.";
+    for row in &rows {
+        let exception = row["exception"].as_str().unwrap();
+        let by = if row["queue"] == other.as_str() {
+            "Illuminate\\Queue\\MaxAttemptsExceededException: "
+        } else {
+            assert_eq!(row["queue"], s.queue());
+            "Sluice\\JobFailed: "
+        };
+        assert!(
+            exception.starts_with(&format!("{by}{message}")),
+            "{exception}"
+        );
+    }
+    assert_eq!(s.left_in_redis(), 0);
+    assert_eq!(Laravel::held(&other), (0, 0, 0));
+    s.drop_table().await;
+}
+
+/// A job as a non-PHP producer writes it, report 2 (refused with a 422),
+/// under `uuid`, with a `note` that makes payloads differ.
+fn payload_with(uuid: &str, note: &str) -> String {
+    format!(
+        r#"{{"uuid":"{uuid}","displayName":"App\\Jobs\\ProcessReport","job":"Illuminate\\Queue\\CallQueuedHandler@call","maxTries":null,"maxExceptions":null,"failOnTimeout":false,"backoff":null,"timeout":null,"retryUntil":null,"note":"{note}","data":{{"commandName":"App\\Jobs\\ProcessReport","command":"O:22:\"App\\Jobs\\ProcessReport\":1:{{s:8:\"reportId\";i:2;}}"}},"id":"{uuid}","attempts":0}}"#
+    )
+}
+
+/// Two different jobs under one uuid both fail: each keeps a row (the
+/// second under a uuid derived from both), none is dropped; the same job
+/// failing twice keeps one row.
+async fn a_reused_uuid_drops_no_payload(name: &str, db: Db) {
+    let s = Setup::new(name, db).await;
+    let uuid = format!("reused-{}", fastrand::u32(..));
+    let (first, second) = (payload_with(&uuid, "first"), payload_with(&uuid, "second"));
+    for p in [&first, &second, &first] {
+        Laravel::push_raw(s.queue(), p.as_bytes());
+    }
+    let rx = receiver().await;
+    let mut run = run_to_end(s.dir.path(), 0, &s.config(&rx));
+    let status = run.wait(Duration::from_secs(60)).await;
+    assert_eq!(status.code(), Some(4), "log:\n{}", run.log());
+    assert_eq!(s.left_in_redis(), 0);
+    let rows = s.failed().await;
+    // Jobs run 4 at a time: either may have come first.
+    let mut notes: Vec<&str> = rows
+        .iter()
+        .map(|r| {
+            let p: serde_json::Value =
+                serde_json::from_str(r["payload"].as_str().unwrap()).unwrap();
+            if p["note"] == "first" {
+                "first"
+            } else {
+                "second"
+            }
+        })
+        .collect();
+    notes.sort();
+    assert_eq!(notes, ["first", "second"], "{rows:#?}");
+    let original = rows.iter().filter(|r| r["uuid"] == uuid.as_str()).count();
+    assert_eq!(original, 1, "one row keeps the uuid: {rows:#?}");
+    s.drop_table().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_a_reused_uuid_drops_no_payload() {
+    a_reused_uuid_drops_no_payload("fj-dup-mariadb", Db::MariaDb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_reused_uuid_drops_no_payload() {
+    a_reused_uuid_drops_no_payload("fj-dup-postgres", Db::Postgres).await;
+}

@@ -544,7 +544,10 @@ async fn a_newer_laravels_payload_with_extra_fields_is_read_and_kept_whole() {
     assert_eq!(json["command"]["reportId"], 42);
     assert_eq!(json["tenant"], "acme");
     let hints = sluice::formats::laravel::RetryHints::parse(&d.message.body).unwrap();
-    assert_eq!(hints.max_tries, Some(3));
+    assert_eq!(
+        hints.max_tries,
+        Some(sluice::formats::laravel::MaxTries::Limit(3.0))
+    );
     assert_eq!(hints.timeout, Some(Duration::from_secs(120)));
     let reserved_bytes = q.reserved()[0].0.clone();
     let reserved: serde_json::Value = serde_json::from_slice(&reserved_bytes).unwrap();

@@ -7,7 +7,7 @@
 //                    [--start=FIRST_REPORT_ID]
 //
 // Report ids run from --start (default 1). --class is one of jobs.php's
-// (ProcessReport, RetriedReport, FailingReport).
+// (ProcessReport, RetriedReport, TriedOnceReport, FailingReport).
 
 declare(strict_types=1);
 

@@ -99,6 +99,25 @@ class RetriedReport implements ShouldQueue
     }
 }
 
+/** A job allowed one try that succeeds: a second attempt is failed unrun. */
+class TriedOnceReport implements ShouldQueue
+{
+    use Dispatchable, InteractsWithQueue, Queueable, SerializesModels, RecordsRuns;
+
+    public $tries = 1;
+    public int $reportId;
+
+    public function __construct(int $reportId)
+    {
+        $this->reportId = $reportId;
+    }
+
+    public function handle(): void
+    {
+        $this->record($this->reportId);
+    }
+}
+
 /** A job that always throws: after its one try, a failed_jobs row. */
 class FailingReport implements ShouldQueue
 {

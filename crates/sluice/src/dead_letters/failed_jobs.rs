@@ -22,7 +22,10 @@
 //! - **Idempotent**: a job stored twice (sluice stopped after the insert,
 //!   before removing the job from its queue, so it failed again) updates
 //!   its row (`exception`, `failed_at`) rather than failing on the unique
-//!   `uuid`.
+//!   `uuid` — only when the row holds the same payload. A different
+//!   payload under a uuid already taken (a producer that reuses uuids) is
+//!   never dropped: it gets a row of its own under a uuid derived from
+//!   both (the same one each time, so storing it again is idempotent too).
 //! - **Checked at start**: the table must exist with Laravel's columns
 //!   (`php artisan queue:failed-table && php artisan migrate` makes it);
 //!   sluice creates nothing in the app's database.
@@ -191,7 +194,7 @@ impl FailedJobsConfig {
             None => return Err(SourceError::fatal("dead_letter.url: not a database URL")),
         };
         let target = FailedJobs {
-            insert: pool.insert_sql(&self.table),
+            sql: pool.statements(&self.table),
             pool,
             table: self.table.clone(),
             shown,
@@ -240,29 +243,70 @@ enum Pool {
 }
 
 impl Pool {
-    fn insert_sql(&self, table: &str) -> String {
+    /// The statements, `?`/`$n` placeholders as the database takes them:
+    /// the payload under a uuid; a plain insert; the update of a row that
+    /// holds the same payload.
+    fn statements(&self, table: &str) -> Statements {
         match self {
-            Pool::MySql(_) => format!(
-                "INSERT INTO {} (`uuid`, `connection`, `queue`, `payload`, `exception`, \
-                 `failed_at`) VALUES (?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE \
-                 `exception` = VALUES(`exception`), `failed_at` = VALUES(`failed_at`)",
-                quote(table, '`')
-            ),
-            Pool::Postgres(_) => format!(
-                "INSERT INTO {} (\"uuid\", \"connection\", \"queue\", \"payload\", \
-                 \"exception\", \"failed_at\") VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (\"uuid\") DO UPDATE SET \"exception\" = EXCLUDED.\"exception\", \
-                 \"failed_at\" = EXCLUDED.\"failed_at\"",
-                quote(table, '"')
-            ),
+            Pool::MySql(_) => {
+                let t = quote(table, '`');
+                Statements {
+                    select: format!("SELECT `payload` FROM {t} WHERE `uuid` = ?"),
+                    insert: format!(
+                        "INSERT INTO {t} (`uuid`, `connection`, `queue`, `payload`, \
+                         `exception`, `failed_at`) VALUES (?, ?, ?, ?, ?, ?)"
+                    ),
+                    update: format!(
+                        "UPDATE {t} SET `exception` = ?, `failed_at` = ? WHERE `uuid` = ?"
+                    ),
+                }
+            }
+            Pool::Postgres(_) => {
+                let t = quote(table, '"');
+                Statements {
+                    select: format!("SELECT \"payload\" FROM {t} WHERE \"uuid\" = $1"),
+                    insert: format!(
+                        "INSERT INTO {t} (\"uuid\", \"connection\", \"queue\", \"payload\", \
+                         \"exception\", \"failed_at\") VALUES ($1, $2, $3, $4, $5, $6)"
+                    ),
+                    update: format!(
+                        "UPDATE {t} SET \"exception\" = $1, \"failed_at\" = $2 WHERE \"uuid\" = $3"
+                    ),
+                }
+            }
         }
     }
+}
+
+/// A target's three statements ([`Pool::statements`]).
+#[derive(Debug)]
+struct Statements {
+    select: String,
+    insert: String,
+    update: String,
+}
+
+/// The uuid the `n`th payload that found `uuid` taken by another is
+/// stored under: derived from both, so the same job gets the same one.
+fn derived_uuid(uuid: &str, payload: &str, n: u32) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::new()
+        .chain_update(uuid.as_bytes())
+        .chain_update([0])
+        .chain_update(payload.as_bytes())
+        .chain_update(n.to_be_bytes())
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
 }
 
 /// The running target: a small pool (failures are rare) and the insert.
 pub struct FailedJobs {
     pool: Pool,
-    insert: String,
+    sql: Statements,
     table: String,
     shown: String,
     connection: String,
@@ -345,12 +389,32 @@ impl FailedJobs {
         })
     }
 
-    async fn insert(&self, row: &Row) -> Result<(), sqlx::Error> {
+    /// The payload stored under `uuid`, if a row has it.
+    async fn payload_of(&self, uuid: &str) -> Result<Option<String>, sqlx::Error> {
+        use sqlx::Row as _;
+        let select = sqlx::AssertSqlSafe(self.sql.select.as_str());
+        Ok(match &self.pool {
+            Pool::MySql(p) => sqlx::query(select)
+                .bind(uuid)
+                .fetch_optional(p)
+                .await?
+                .map(|r| r.try_get::<String, _>(0))
+                .transpose()?,
+            Pool::Postgres(p) => sqlx::query(select)
+                .bind(uuid)
+                .fetch_optional(p)
+                .await?
+                .map(|r| r.try_get::<String, _>(0))
+                .transpose()?,
+        })
+    }
+
+    async fn insert(&self, uuid: &str, row: &Row) -> Result<(), sqlx::Error> {
         // One query for either database; sqlx's pools are typed by it.
         macro_rules! insert {
             ($pool:expr) => {
-                sqlx::query(sqlx::AssertSqlSafe(self.insert.as_str()))
-                    .bind(&row.uuid)
+                sqlx::query(sqlx::AssertSqlSafe(self.sql.insert.as_str()))
+                    .bind(uuid)
                     .bind(&self.connection)
                     .bind(&self.queue)
                     .bind(&row.payload)
@@ -366,13 +430,58 @@ impl FailedJobs {
             Pool::Postgres(p) => insert!(p),
         }
     }
+
+    async fn update(&self, uuid: &str, row: &Row) -> Result<(), sqlx::Error> {
+        macro_rules! update {
+            ($pool:expr) => {
+                sqlx::query(sqlx::AssertSqlSafe(self.sql.update.as_str()))
+                    .bind(&row.exception)
+                    .bind(row.failed_at)
+                    .bind(uuid)
+                    .execute($pool)
+                    .await
+                    .map(drop)
+            };
+        }
+        match &self.pool {
+            Pool::MySql(p) => update!(p),
+            Pool::Postgres(p) => update!(p),
+        }
+    }
+
+    /// Stores `row`: a new row, or the update of the row that already
+    /// holds this payload; a uuid taken by another payload moves this one
+    /// to a derived uuid. The uuid it was stored under.
+    async fn store_row(&self, row: &Row) -> Result<String, sqlx::Error> {
+        let mut uuid = row.uuid.clone();
+        // A race with another process inserting the same uuid is met by
+        // reading again; a few rounds settle any real case.
+        for n in 0..8u32 {
+            match self.payload_of(&uuid).await? {
+                Some(p) if p == row.payload => {
+                    self.update(&uuid, row).await?;
+                    return Ok(uuid);
+                }
+                Some(_) => uuid = derived_uuid(&row.uuid, &row.payload, n),
+                None => match self.insert(&uuid, row).await {
+                    Ok(()) => return Ok(uuid),
+                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => continue,
+                    Err(e) => return Err(e),
+                },
+            }
+        }
+        Err(sqlx::Error::Protocol(format!(
+            "uuid {} and 8 derived from it are each taken by another payload",
+            row.uuid
+        )))
+    }
 }
 
 impl DeadLetterTarget for FailedJobs {
     fn store<'a>(&'a self, letter: DeadLetter<'a>) -> BoxFuture<'a, Result<(), SourceError>> {
         Box::pin(async move {
             let row = Row::new(&letter);
-            self.insert(&row).await.map_err(|e| {
+            self.store_row(&row).await.map(drop).map_err(|e| {
                 SourceError::transient(format!(
                     "storing the failed job {} in `{}` at `{}`: {e}",
                     row.uuid, self.table, self.shown

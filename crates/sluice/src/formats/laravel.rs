@@ -11,6 +11,18 @@
 //! outranks `--timeout`, and with `failOnTimeout` an attempt that runs
 //! out of it fails the job for good instead of being retried.
 //!
+//! Before it runs, a job already past its limits is failed without running
+//! ([`RetryPolicy::before_attempt`]), as Laravel's worker does
+//! (`markJobAsFailedIfAlreadyExceedsMaxAttempts`): a job whose `retryUntil`
+//! has passed, or whose attempts (counting the one about to start: a worker
+//! that crashed holding the job spent one) exceed its `maxTries`. That is
+//! what ends a poison job that kills every worker. The reason is Laravel's
+//! `MaxAttemptsExceededException` message. `maxTries` is read as PHP
+//! compares it: `0` (the integer) is unlimited; a number or a numeric
+//! string (`"3"`) is the limit; a limit below 1 (`-1`, `"0"`) fails the job
+//! before its first run, as in Laravel; anything else is dead-lettered
+//! with a reason rather than guessed at.
+//!
 //! A job that implements `ShouldBeEncrypted` has its command encrypted with
 //! the app's `APP_KEY`; [`LaravelConfig`] (`[pipeline.laravel]`) gives the
 //! key, and the command is decrypted (see [`super::encrypted`]) into
@@ -167,8 +179,10 @@ fn key_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Er
 /// Retry settings a Laravel payload carries.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RetryHints {
-    /// Attempts in all; `Some(0)` means unlimited, as in Laravel.
-    pub max_tries: Option<u32>,
+    /// `maxTries`; absent or null: None.
+    pub max_tries: Option<MaxTries>,
+    /// `displayName`, which Laravel names the job by in its failures.
+    pub display_name: Option<String>,
     /// Delay before retry n is `backoff[n - 1]`, the last one repeating.
     pub backoff: Vec<Duration>,
     /// No retry after this time.
@@ -177,6 +191,36 @@ pub struct RetryHints {
     pub timeout: Option<Duration>,
     /// `failOnTimeout`: an attempt that runs out of time fails the job.
     pub fail_on_timeout: bool,
+}
+
+/// A payload's `maxTries`, as Laravel's worker compares it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MaxTries {
+    /// The integer `0`: no limit.
+    Unlimited,
+    /// A number or a numeric string: at most this many attempts (a limit
+    /// below 1 allows none).
+    Limit(f64),
+    /// Neither: the value as written.
+    NotANumber(String),
+}
+
+impl MaxTries {
+    fn read(v: serde_json::Value) -> Option<MaxTries> {
+        use serde_json::Value;
+        Some(match v {
+            Value::Null => return None,
+            Value::Number(n) if n.as_i64() == Some(0) => MaxTries::Unlimited,
+            Value::Number(n) => MaxTries::Limit(n.as_f64().unwrap_or(f64::NAN)),
+            // PHP reads a numeric string as its number, whitespace around
+            // it allowed.
+            Value::String(s) => match s.trim().parse::<f64>() {
+                Ok(n) if n.is_finite() => MaxTries::Limit(n),
+                _ => MaxTries::NotANumber(format!("{s:?}")),
+            },
+            other => MaxTries::NotANumber(other.to_string()),
+        })
+    }
 }
 
 impl RetryHints {
@@ -191,6 +235,7 @@ impl RetryHints {
         #[serde(rename_all = "camelCase")]
         struct Fields {
             max_tries: Option<Value>,
+            display_name: Option<String>,
             backoff: Option<Value>,
             retry_until: Option<Value>,
             timeout: Option<Value>,
@@ -201,10 +246,7 @@ impl RetryHints {
             return None;
         }
         let f: Fields = serde_json::from_slice(body).ok()?;
-        let max_tries = f
-            .max_tries
-            .and_then(|v| v.as_u64())
-            .map(|n| n.min(u64::from(u32::MAX)) as u32);
+        let max_tries = f.max_tries.and_then(MaxTries::read);
         // Laravel writes `backoff` as "1,5,10" (or a number, or null).
         let backoff = match f.backoff {
             Some(Value::String(s)) => s
@@ -232,6 +274,7 @@ impl RetryHints {
         let fail_on_timeout = f.fail_on_timeout == Some(Value::Bool(true));
         Some(RetryHints {
             max_tries,
+            display_name: f.display_name,
             backoff,
             retry_until,
             timeout,
@@ -251,22 +294,66 @@ pub struct LaravelRetry {
     pub backoff: Option<Backoff>,
 }
 
+impl LaravelRetry {
+    /// The most attempts allowed, and the setting that says so: the
+    /// config's `retry.max_attempts`, else the job's `maxTries`, else the
+    /// default. None: unlimited.
+    fn limit(&self, hints: &RetryHints) -> Result<(Option<f64>, &'static str), String> {
+        Ok(match (self.max_attempts, &hints.max_tries) {
+            (Some(n), _) => (Some(f64::from(n)), "retry.max_attempts"),
+            (None, Some(MaxTries::Unlimited)) => (None, "the job's maxTries"),
+            (None, Some(MaxTries::Limit(n))) => (Some(*n), "the job's maxTries"),
+            (None, Some(MaxTries::NotANumber(v))) => {
+                return Err(format!(
+                    "the job's maxTries is {v}, not a number: dispatch it with an integer \
+                     $tries (0 for no limit)"
+                ));
+            }
+            (None, None) => (
+                Some(f64::from(Retry::default().max_attempts)),
+                "retry.max_attempts",
+            ),
+        })
+    }
+}
+
 impl RetryPolicy for LaravelRetry {
+    /// Laravel's `markJobAsFailedIfAlreadyExceedsMaxAttempts`: with a
+    /// `retryUntil`, only its time counts; else `attempt` over the limit.
+    fn before_attempt(&self, attempt: u32, body: &[u8]) -> Option<String> {
+        let hints = RetryHints::parse(body)?;
+        let exceeded = match hints.retry_until {
+            Some(until) => SystemTime::now() > until,
+            None => match self.limit(&hints) {
+                Err(reason) => return Some(reason),
+                Ok((None, _)) => false,
+                Ok((Some(max), _)) => f64::from(attempt) > max,
+            },
+        };
+        exceeded.then(|| {
+            let name = hints.display_name.as_deref().unwrap_or("The job");
+            format!(
+                "{name} has been attempted too many times or run too long. The job may have \
+                 previously timed out. (attempt {attempt}; a worker that stopped while \
+                 running it counts one)"
+            )
+        })
+    }
+
     fn on_failure(&self, attempt: u32, body: &[u8], error: JobError) -> Decision {
         let fallback = Retry::default();
         let hints = RetryHints::parse(body).unwrap_or_default();
-        let (max, why_max) = match (self.max_attempts, hints.max_tries) {
-            (Some(n), _) => (n, "retry.max_attempts"),
-            (None, Some(0)) => (u32::MAX, "the job's maxTries"),
-            (None, Some(n)) => (n, "the job's maxTries"),
-            (None, None) => (fallback.max_attempts, "retry.max_attempts"),
-        };
         // As in Laravel: while a job's retryUntil is ahead it is retried
         // whatever its attempts; once passed, it is not retried again.
-        let max = if hints.retry_until.is_some() {
-            u32::MAX
+        let (max, why_max) = if hints.retry_until.is_some() {
+            (u32::MAX, "the job's retryUntil")
         } else {
-            max
+            match self.limit(&hints) {
+                Err(reason) => return Decision::DeadLetter { reason },
+                Ok((None, why)) => (u32::MAX, why),
+                // A limit below 1 allows no attempt at all.
+                Ok((Some(n), why)) => (n.clamp(0.0, f64::from(u32::MAX)).ceil() as u32, why),
+            }
         };
         if let (JobError::Retry { reason, .. }, Some(until)) = (&error, hints.retry_until) {
             if SystemTime::now() >= until {
@@ -309,7 +396,7 @@ mod tests {
         assert_eq!(RetryHints::parse(b"\"x\""), None);
         let h = RetryHints::parse(b" {\"maxTries\": 3, \"backoff\": [1, 2], \"data\": {\"command\": \"O:1:\\\"A\\\":0:{}\"}}")
             .unwrap();
-        assert_eq!(h.max_tries, Some(3));
+        assert_eq!(h.max_tries, Some(MaxTries::Limit(3.0)));
         assert_eq!(h.backoff, [Duration::from_secs(1), Duration::from_secs(2)]);
     }
 
@@ -363,7 +450,7 @@ mod tests {
             br#"{"displayName":"J","job":"x","data":{},"maxTries":4,"backoff":"1,5,10","retryUntil":2000000000}"#,
         )
         .unwrap();
-        assert_eq!(h.max_tries, Some(4));
+        assert_eq!(h.max_tries, Some(MaxTries::Limit(4.0)));
         assert_eq!(h.backoff, [1, 5, 10].map(Duration::from_secs));
         assert_eq!(
             h.retry_until,
@@ -373,7 +460,13 @@ mod tests {
             br#"{"displayName":"J","job":"x","data":{},"maxTries":null,"backoff":null}"#,
         )
         .unwrap();
-        assert_eq!(h, RetryHints::default());
+        assert_eq!(
+            h,
+            RetryHints {
+                display_name: Some("J".into()),
+                ..RetryHints::default()
+            }
+        );
     }
 
     #[test]
@@ -426,6 +519,70 @@ mod tests {
             Decision::DeadLetter { reason } => assert!(reason.contains("retryUntil"), "{reason}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Laravel's worker fails, without running it, a job already past its
+    /// limits (`markJobAsFailedIfAlreadyExceedsMaxAttempts`), with PHP's
+    /// reading of `maxTries`.
+    #[test]
+    fn a_job_past_its_limits_is_failed_before_it_runs() {
+        let p = LaravelRetry::default();
+        let body = |max_tries: &str| {
+            format!(
+                r#"{{"displayName":"App\\Jobs\\J","job":"x","data":{{}},"maxTries":{max_tries}}}"#
+            )
+        };
+        let runs = |attempt, max_tries: &str| p.before_attempt(attempt, body(max_tries).as_bytes());
+        assert_eq!(runs(1, "1"), None);
+        let reason = runs(2, "1").expect("attempt 2 of $tries = 1 is not run");
+        assert!(
+            reason.starts_with("App\\Jobs\\J has been attempted too many times or run too long."),
+            "{reason}"
+        );
+        assert_eq!(runs(3, "\"3\""), None, "a numeric string is its number");
+        assert!(runs(4, "\" 3\"").is_some());
+        assert_eq!(runs(1000, "0"), None, "0 is unlimited");
+        assert!(
+            runs(1, "-1").is_some(),
+            "Laravel runs no attempt of maxTries -1"
+        );
+        assert!(
+            runs(1, "\"0\"").is_some(),
+            "only the integer 0 is unlimited"
+        );
+        assert_eq!(runs(5, "null"), None, "the default, 5");
+        assert!(runs(6, "null").is_some());
+        let reason = runs(1, "\"three\"").expect("not a number");
+        assert!(
+            reason.contains(r#"maxTries is "three", not a number"#),
+            "{reason}"
+        );
+        assert!(matches!(
+            p.on_failure(1, body("\"x\"").as_bytes(), JobError::retry("503")),
+            Decision::DeadLetter { .. }
+        ));
+        // The config's max_attempts outranks maxTries.
+        let configured = LaravelRetry {
+            max_attempts: Some(3),
+            backoff: None,
+        };
+        assert_eq!(configured.before_attempt(3, body("1").as_bytes()), None);
+        assert!(configured.before_attempt(4, body("1").as_bytes()).is_some());
+        // With a retryUntil only its time counts.
+        let until = |secs: i64| {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            format!(
+                r#"{{"displayName":"J","job":"x","data":{{}},"maxTries":1,"retryUntil":{}}}"#,
+                now + secs
+            )
+        };
+        assert_eq!(p.before_attempt(9, until(3600).as_bytes()), None);
+        assert!(p.before_attempt(1, until(-5).as_bytes()).is_some());
+        // Not a payload: the decoder's to refuse, not this.
+        assert_eq!(p.before_attempt(9, b"[1]"), None);
     }
 
     fn laravel_config(text: &str) -> Result<LaravelConfig, String> {

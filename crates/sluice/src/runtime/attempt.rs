@@ -140,6 +140,18 @@ pub(super) async fn run(
             return;
         }
     }
+    // Already past its limits (a worker that crashed holding it spent
+    // attempts the broker counted): dead-lettered unrun, so a poison
+    // message cannot take down every worker for ever.
+    if let Some(reason) = ctx.retry.before_attempt(message.attempt, &message.body) {
+        if !revoked.is_cancelled() {
+            dead_letter(&ctx, &mut held, &message, &reason).await;
+            if let Some(k) = &key {
+                ctx.order.done(k);
+            }
+            return;
+        }
+    }
     let mut probes_failed = 0u32;
     loop {
         let started = Instant::now();

@@ -219,6 +219,15 @@ impl Laravel {
             .unwrap()
     }
 
+    /// The latest time (Unix seconds) a reservation of `queue` is held
+    /// until; 0 when none is.
+    pub fn reserved_until(queue: &str) -> f64 {
+        let held: Vec<(Vec<u8>, f64)> = connection()
+            .zrange_withscores(Laravel::keys(queue).reserved, 0, -1)
+            .unwrap();
+        held.iter().map(|(_, score)| *score).fold(0.0, f64::max)
+    }
+
     /// The members of `queue`'s `:delayed`, with their scores.
     pub fn delayed(queue: &str) -> Vec<(Vec<u8>, f64)> {
         connection()
