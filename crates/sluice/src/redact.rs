@@ -90,6 +90,46 @@ pub fn redact(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// [`redact`] for text cut short (an excerpt of a response body): also
+/// cuts a tail that may be the start of a secret — the beginning of a
+/// registered value, or an unfinished URL authority — since what the cut
+/// left of a secret no longer matches it whole. Callers redact the whole
+/// text before cutting it, then pass the excerpt here.
+pub fn redact_cut(text: &str) -> String {
+    let mut out = redact(text).into_owned();
+    {
+        let secrets = SECRETS.read().unwrap_or_else(|p| p.into_inner());
+        // The longest tail that starts a secret, where a token starts (a
+        // secret is a value: `Bearer x`, `token=x`), so that an excerpt
+        // ending in `more` is not cut for a secret that starts with `e`.
+        let tail = out
+            .char_indices()
+            .filter(|&(i, _)| {
+                out[..i]
+                    .chars()
+                    .next_back()
+                    .is_none_or(|c| !c.is_alphanumeric())
+            })
+            .map(|(i, _)| i)
+            .find(|&i| secrets.iter().any(|s| s.starts_with(&out[i..])));
+        if let Some(i) = tail {
+            out.truncate(i);
+            out.push_str(REDACTED);
+        }
+    }
+    // `scheme://user:pa` cut before its `@`.
+    if let Some(at) = out.rfind("://") {
+        let rest = &out[at + 3..];
+        let open =
+            !rest.contains(|c: char| matches!(c, '/' | '?' | '#' | '"' | '@') || c.is_whitespace());
+        if open && rest.contains(':') {
+            out.truncate(at + 3);
+            out.push_str(REDACTED);
+        }
+    }
+    out
+}
+
 /// Replaces the `user:password` of every `scheme://user:password@host` in
 /// `text`; `None` when there is none.
 fn strip_userinfo(text: &str) -> Option<String> {
@@ -180,6 +220,26 @@ mod tests {
         register("8675309123");
         let t = redact("token=s3cr3t-\"quoted\\value; ab stays; 1000 stays; pin 8675309123");
         assert_eq!(t, "token=[redacted]; ab stays; 1000 stays; pin [redacted]");
+    }
+
+    #[test]
+    fn a_secret_cut_short_is_still_cut() {
+        register("envtoken-QQQQ-cut-test");
+        assert_eq!(
+            redact_cut("echo: Bearer envtoken-QQ"),
+            "echo: Bearer [redacted]"
+        );
+        assert_eq!(
+            redact_cut("echo: Bearer envtoken-QQQQ-cut-test and more"),
+            "echo: Bearer [redacted] and more"
+        );
+        assert_eq!(redact_cut("nothing secret here"), "nothing secret here");
+        assert_eq!(redact_cut("token=e"), "token=[redacted]");
+        assert_eq!(redact_cut("GET https://bob:hunt"), "GET https://[redacted]");
+        assert_eq!(
+            redact_cut("see https://host:8080/x"),
+            "see https://host:8080/x"
+        );
     }
 
     #[test]

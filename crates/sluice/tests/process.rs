@@ -126,22 +126,39 @@ fn duplicates(by_id: &BTreeMap<u64, u64>) -> Vec<(u64, u64)> {
 /// skips every settled line, so each job is delivered exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_run_loses_nothing_and_duplicates_nothing() {
+    graceful_stop_loses_nothing_and_duplicates_nothing("TERM").await;
+}
+
+/// SIGHUP (a closed terminal, a `kill -HUP` meant as a reload) stops as
+/// SIGTERM does, not with the signal's default death: a drain, exit 0,
+/// a summary, nothing lost or duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_stops_gracefully_as_sigterm_does() {
+    graceful_stop_loses_nothing_and_duplicates_nothing("HUP").await;
+}
+
+async fn graceful_stop_loses_nothing_and_duplicates_nothing(signal: &str) {
     let jobs = 3000;
     let rx = receiver((ms(20), ms(40))).await;
     let mut trial = Trial::new(jobs, 50, 10, &rx);
 
     let mut run = trial.start();
     wait_for_accepted(&rx, 500).await;
-    run.signal("TERM");
+    run.signal(signal);
     let took = Instant::now();
     let status = run.wait(Duration::from_secs(30)).await;
     let first = rx.accepted();
     println!(
-        "SIGTERM at >= 500 accepted: exited {status} after {:?}, {first} accepted",
+        "SIG{signal} at >= 500 accepted: exited {status} after {:?}, {first} accepted",
         took.elapsed()
     );
     assert_eq!(status.code(), Some(0), "graceful stop:\n{}", run.log());
-    assert!(first < jobs, "the run ended before SIGTERM stopped it");
+    assert!(first < jobs, "the run ended before SIG{signal} stopped it");
+    assert!(
+        run.log().contains(&format!("SIG{signal}")),
+        "the stop names its signal:\n{}",
+        run.log()
+    );
 
     trial.run_to_completion().await;
     let by_id = acceptances(&rx);

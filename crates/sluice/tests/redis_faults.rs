@@ -602,3 +602,65 @@ async fn two_processes_share_a_queue_without_duplicates() {
     );
     q.assert_empty(&runs[1].1.log());
 }
+
+/// Jobs that failed and were handed back to Redis's `:delayed` for a
+/// retry have not succeeded: while they wait, `/api` and `/metrics` show
+/// them as pending retry, not in flight (in flight never exceeds the
+/// concurrency); a SIGTERM then ends the run with exit 3 and a summary
+/// that counts them, never "every job succeeded".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_parked_in_the_broker_are_pending_not_succeeded() {
+    let q = Queue::new(common::redis::url(), "pending-retry");
+    let rx = common::recording_receiver(ReceiverConfig {
+        latency: (ms(1), ms(2)),
+        error_rate: 1.0,
+        ..ReceiverConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let config = write_config(dir.path(), &q, &rx, 2, 60);
+    let text = std::fs::read_to_string(&config).unwrap()
+        + "[pipeline.retry]\nmax_attempts = 5\nbackoff = { initial_ms = 60000, jitter = false }\n";
+    std::fs::write(&config, text).unwrap();
+    q.push(5);
+    let mut run = process::start(dir.path(), 0, &config, &["--admin", "127.0.0.1:0"]);
+    let line = run.wait_for_log("admin server", WAIT).await;
+    let addr = line
+        .split("address=")
+        .nth(1)
+        .and_then(|a| a.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    wait_until("the 5 jobs parked in :delayed", WAIT, || q.sizes().2 == 5).await;
+    let api = reqwest::get(format!("http://{addr}/api/pipelines/reports"))
+        .await
+        .and_then(|r| r.error_for_status())
+        .expect("GET /api")
+        .text()
+        .await
+        .expect("a body");
+    let api: serde_json::Value = serde_json::from_str(&api).expect("JSON");
+    assert_eq!(api["in_flight"], 0, "{api}");
+    assert_eq!(api["pending_retry"], 5, "{api}");
+    assert_eq!(api["succeeded"], 0, "{api}");
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("text");
+    for series in [
+        r#"sluice_jobs_in_flight{pipeline="reports"} 0"#,
+        r#"sluice_jobs_pending_retry{pipeline="reports"} 5"#,
+    ] {
+        assert!(metrics.contains(series), "no {series} in:\n{metrics}");
+    }
+    run.signal("TERM");
+    let status = run.wait(WAIT).await;
+    let log = run.log();
+    assert_eq!(status.code(), Some(3), "{log}");
+    assert!(log.contains("pending retry in the source 5"), "{log}");
+    assert!(!log.contains("every job succeeded"), "{log}");
+    // Nothing lost: the five wait in :delayed for their retry.
+    assert_eq!(q.sizes(), (0, 0, 5, 0, 0));
+}

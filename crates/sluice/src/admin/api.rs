@@ -261,6 +261,7 @@ pub(super) fn describe(p: &Registered) -> Value {
         "breaker_open": p.control.breaker_open(),
         "concurrency": p.control.concurrency(),
         "in_flight": c.in_flight(),
+        "pending_retry": c.pending_retry(),
         "received": c.received.get(),
         "succeeded": c.succeeded.get(),
         "retried": c.retried.get(),

@@ -19,7 +19,7 @@ use crate::retry::{Decision, RetryPolicy};
 use crate::sources::{Acker, Capabilities, DeadLetter, DeadLetterTarget, Message, Revocation};
 use crate::telemetry::events::{
     AttemptEnded, JobDeadLettered, JobDeferred, JobEnded, JobReleased, JobRetried, JobRevoked,
-    JobSucceeded, SettleFailed,
+    JobSucceeded, RetryHandedBack, SettleFailed,
 };
 use crate::telemetry::{Event, PipelineCounts};
 
@@ -253,7 +253,9 @@ pub(super) async fn run(
                 }
                 .emit(&ctx.counts);
                 if ctx.caps.delayed_retry {
-                    settle(&ctx, &mut held, &id, "retry", |a| a.retry(delay)).await;
+                    if settle(&ctx, &mut held, &id, "retry", |a| a.retry(delay)).await {
+                        RetryHandedBack { id: &id }.emit(&ctx.counts);
+                    }
                     block(&ctx, &key);
                     break;
                 }

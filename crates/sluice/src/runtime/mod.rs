@@ -220,6 +220,7 @@ pub(crate) async fn drive(parts: Parts) -> PipelineReport {
         }
         .emit(&counts);
         for d in deliveries {
+            counts.came_back(&d.message.id);
             let place = places.pop().expect("checked above");
             let key = d.message.key.clone();
             if let Some(k) = &key {

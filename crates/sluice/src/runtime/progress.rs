@@ -91,10 +91,10 @@ pub fn start(mode: Progress, shown: Vec<Shown>) -> Running {
                 now.done as f64 / secs,
                 now.failed,
                 now.retried,
-                if now.in_flight > 0 {
-                    format!(", {} in flight", now.in_flight)
-                } else {
-                    String::new()
+                match (now.in_flight, now.pending_retry) {
+                    (0, 0) => String::new(),
+                    (n, 0) => format!(", {n} in flight"),
+                    (n, r) => format!(", {n} in flight, {r} pending retry"),
                 }
             );
             match &bar {
@@ -130,6 +130,7 @@ struct Snapshot {
     failed: u64,
     retried: u64,
     in_flight: u64,
+    pending_retry: u64,
     read_bytes: u64,
     total_bytes: u64,
 }
@@ -140,6 +141,7 @@ fn snapshot(shown: &[Shown]) -> Snapshot {
         failed: 0,
         retried: 0,
         in_flight: 0,
+        pending_retry: 0,
         read_bytes: 0,
         total_bytes: 0,
     };
@@ -150,6 +152,7 @@ fn snapshot(shown: &[Shown]) -> Snapshot {
         s.failed += dead;
         s.retried += c.retried.get();
         s.in_flight += c.in_flight();
+        s.pending_retry += c.pending_retry();
         if let Some(p) = p {
             s.read_bytes += p.read_bytes.load(Relaxed);
             s.total_bytes += p.total_bytes.load(Relaxed);
@@ -178,6 +181,13 @@ pub fn summary(report: &RunReport) -> String {
                 extra,
                 " ({} of them waiting to retry)",
                 p.released_waiting_retry
+            );
+        }
+        if p.pending_retry > 0 {
+            let _ = write!(
+                extra,
+                ", pending retry in the source {} (not succeeded)",
+                p.pending_retry
             );
         }
         if p.settle_errors > 0 {
@@ -215,8 +225,8 @@ pub fn summary(report: &RunReport) -> String {
                  dead-lettered (exit code 4)",
                 report.dead_lettered()
             ),
-            _ => "NOT every message was settled: the unsettled ones go back to their source \
-                  (exit code 3)"
+            _ => "NOT every message was settled: the unsettled ones, and those pending a \
+                  retry, are with their source and run again from there (exit code 3)"
                 .to_owned(),
         }
     );

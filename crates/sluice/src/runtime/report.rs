@@ -36,6 +36,9 @@ pub struct PipelineReport {
     pub deferred: u64,
     /// Settlements the source or the dead-letter target refused.
     pub settle_errors: u64,
+    /// Handed back to the broker for a retry and not received again before
+    /// the run ended: with the broker, not succeeded.
+    pub pending_retry: u64,
     /// One attempt of a job, from start to settled.
     pub latency: Histogram,
     pub elapsed: Duration,
@@ -57,6 +60,7 @@ impl PipelineReport {
             revoked: c.revoked.get(),
             deferred: c.deferred.get(),
             settle_errors: c.settle_errors.get(),
+            pending_retry: c.pending_retry(),
             latency: c.latency(),
             elapsed,
             end,
@@ -64,10 +68,13 @@ impl PipelineReport {
     }
 
     /// True when every message received was settled here or handed to
-    /// another consumer by its source (none released, no settlement
-    /// refused, the source did not fail).
+    /// another consumer by its source (none released, none waiting in the
+    /// broker for a retry, no settlement refused, the source did not fail).
     pub fn settled_everything(&self) -> bool {
-        self.released == 0 && self.settle_errors == 0 && !matches!(self.end, End::Failed(_))
+        self.released == 0
+            && self.pending_retry == 0
+            && self.settle_errors == 0
+            && !matches!(self.end, End::Failed(_))
     }
 
     /// This pipeline's exit code, by the rules of [`RunReport::exit_code`].
@@ -106,7 +113,8 @@ impl RunReport {
     ///
     /// - [`EXIT_UNSETTLED`] (3): some messages were handed back unsettled
     ///   (a stop during a job or its backoff, the shutdown timeout, a forced
-    ///   stop), a settlement failed (an ack, a dead letter, the final
+    ///   stop), some wait in their broker for a retry (pending retry: their
+    ///   jobs have not succeeded), a settlement failed (an ack, a dead letter, the final
     ///   checkpoint write), or a source failed;
     /// - [`EXIT_DEAD_LETTERED`] (4): everything was settled, but some jobs
     ///   failed for good and were dead-lettered;

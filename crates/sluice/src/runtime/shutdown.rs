@@ -54,18 +54,23 @@ impl Shutdown {
         let _ = rx.wait_for(|l| *l >= n).await;
     }
 
-    /// Turns SIGTERM and SIGINT into stop requests, for the life of the
-    /// runtime.
+    /// Turns SIGTERM, SIGINT and SIGHUP into stop requests, for the life
+    /// of the runtime. SIGHUP (a closed terminal, an operator's `kill -HUP`
+    /// meant as a reload) stops gracefully like SIGTERM: sluice has no
+    /// reload, and the signal's default action would kill the run with no
+    /// drain, leaving jobs reserved until their lease runs out.
     pub fn on_signals(&self) -> std::io::Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
         let this = self.clone();
         tokio::spawn(async move {
             loop {
                 let name = tokio::select! {
                     _ = term.recv() => "SIGTERM",
                     _ = int.recv() => "SIGINT",
+                    _ = hup.recv() => "SIGHUP",
                 };
                 match this.request() {
                     1 => tracing::warn!(

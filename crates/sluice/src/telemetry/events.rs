@@ -2,16 +2,16 @@
 //! logs it (where a person should see it) and counts it, in one place: the
 //! counts are both the metrics and what the run report reads.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime};
 
 use metrics::{Counter, Gauge, counter, gauge, histogram};
 use sluice_pool::Histogram;
 use tracing::{debug, error, warn};
 
-use super::{IN_FLIGHT, JOB_DURATION, JOBS, RECEIVED, SETTLE_ERRORS};
+use super::{IN_FLIGHT, JOB_DURATION, JOBS, PENDING_RETRY, RECEIVED, SETTLE_ERRORS};
 
 /// A count kept once: the number the report reads and the metric the
 /// exporter reads go up together.
@@ -61,7 +61,16 @@ pub struct PipelineCounts {
     pub deferred: Count,
     /// Settlements the source or the dead-letter target refused.
     pub settle_errors: Count,
-    in_flight: Gauge,
+    /// Received and not yet over (settled, released, revoked, handed back
+    /// for a retry): the one in-flight figure, kept with its gauge.
+    in_flight: AtomicU64,
+    in_flight_gauge: Gauge,
+    /// Messages handed back to their broker to be retried later (Redis's
+    /// `:delayed`, SQS's visibility) and not received again in this run:
+    /// their jobs have not succeeded.
+    pending_retry: Mutex<HashSet<String>>,
+    pending_retry_len: AtomicUsize,
+    pending_retry_gauge: Gauge,
     job_duration: metrics::Histogram,
     latency: Mutex<Latency>,
     failure_lines: LogBudget,
@@ -175,7 +184,11 @@ impl PipelineCounts {
             revoked: outcome("revoked"),
             deferred: outcome("deferred"),
             settle_errors: Count::new(counter!(SETTLE_ERRORS, "pipeline" => p.clone())),
-            in_flight: gauge!(IN_FLIGHT, "pipeline" => p.clone()),
+            in_flight: AtomicU64::new(0),
+            in_flight_gauge: gauge!(IN_FLIGHT, "pipeline" => p.clone()),
+            pending_retry: Mutex::new(HashSet::new()),
+            pending_retry_len: AtomicUsize::new(0),
+            pending_retry_gauge: gauge!(PENDING_RETRY, "pipeline" => p.clone()),
             job_duration: histogram!(JOB_DURATION, "pipeline" => p),
             latency: Mutex::new(Latency {
                 all: Histogram::default(),
@@ -234,14 +247,30 @@ impl PipelineCounts {
         ring.push_back(failure);
     }
 
-    /// Messages received and not settled, released or revoked yet.
+    /// Messages received whose job is not over yet (running, waiting in
+    /// its slot to retry, or settling): the one in-flight figure that the
+    /// progress line, `/api`, `sluice_jobs_in_flight` and the summary show.
     pub fn in_flight(&self) -> u64 {
-        let done = self.succeeded.get()
-            + self.dead_lettered.get()
-            + self.released.get()
-            + self.revoked.get()
-            + self.deferred.get();
-        self.received.get().saturating_sub(done)
+        self.in_flight.load(Relaxed)
+    }
+
+    /// Jobs whose retry was handed back to the broker and that have not
+    /// come back in this run: not succeeded, not lost.
+    pub fn pending_retry(&self) -> u64 {
+        self.pending_retry_len.load(Relaxed) as u64
+    }
+
+    /// A message was received: if it was one handed back for a retry, it
+    /// is no longer pending. Cheap while none is.
+    pub(crate) fn came_back(&self, id: &str) {
+        if self.pending_retry_len.load(Relaxed) == 0 {
+            return;
+        }
+        let mut set = self.pending_retry.lock().unwrap_or_else(|p| p.into_inner());
+        if set.remove(id) {
+            self.pending_retry_len.store(set.len(), Relaxed);
+            self.pending_retry_gauge.set(set.len() as f64);
+        }
     }
 }
 
@@ -329,7 +358,8 @@ pub struct Received {
 impl Event for Received {
     fn emit(self, c: &PipelineCounts) {
         c.received.add(self.count);
-        c.in_flight.increment(self.count as f64);
+        c.in_flight.fetch_add(self.count, Relaxed);
+        c.in_flight_gauge.increment(self.count as f64);
     }
 }
 
@@ -340,7 +370,8 @@ pub struct JobEnded;
 
 impl Event for JobEnded {
     fn emit(self, c: &PipelineCounts) {
-        c.in_flight.decrement(1.0);
+        c.in_flight.fetch_sub(1, Relaxed);
+        c.in_flight_gauge.decrement(1.0);
     }
 }
 
@@ -395,6 +426,23 @@ impl Event for JobRetried<'_> {
                 retry_in_ms, reason = %self.reason, "job failed; will retry"
             );
         }
+    }
+}
+
+/// A failed job's message went back to its broker, to be delivered again
+/// after the retry's delay (Redis's `:delayed`, SQS's visibility): pending
+/// until it is received again.
+#[derive(Debug)]
+pub struct RetryHandedBack<'a> {
+    pub id: &'a str,
+}
+
+impl Event for RetryHandedBack<'_> {
+    fn emit(self, c: &PipelineCounts) {
+        let mut set = c.pending_retry.lock().unwrap_or_else(|p| p.into_inner());
+        set.insert(self.id.to_owned());
+        c.pending_retry_len.store(set.len(), Relaxed);
+        c.pending_retry_gauge.set(set.len() as f64);
     }
 }
 

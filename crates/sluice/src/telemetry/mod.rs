@@ -10,7 +10,8 @@
 //! | metric | kind | labels |
 //! |---|---|---|
 //! | `sluice_jobs_total` | counter | `pipeline`, `outcome` = `succeeded` \| `retried` \| `dead_lettered` \| `released` \| `revoked` \| `deferred` |
-//! | `sluice_jobs_in_flight` | gauge | `pipeline` |
+//! | `sluice_jobs_in_flight` | gauge | `pipeline` (received, job not over: running, waiting in its slot to retry, settling) |
+//! | `sluice_jobs_pending_retry` | gauge | `pipeline` (handed back to the broker for a retry, not received again yet) |
 //! | `sluice_job_duration_seconds` | histogram | `pipeline` |
 //! | `sluice_step_duration_seconds` | histogram | `pipeline`, `step` (`1:extract`...) |
 //! | `sluice_settle_errors_total` | counter | `pipeline` |
@@ -33,6 +34,7 @@ use metrics::{describe_counter, describe_gauge, describe_histogram};
 
 pub const JOBS: &str = "sluice_jobs_total";
 pub const IN_FLIGHT: &str = "sluice_jobs_in_flight";
+pub const PENDING_RETRY: &str = "sluice_jobs_pending_retry";
 pub const JOB_DURATION: &str = "sluice_job_duration_seconds";
 pub const STEP_DURATION: &str = "sluice_step_duration_seconds";
 pub const SETTLE_ERRORS: &str = "sluice_settle_errors_total";
@@ -50,7 +52,14 @@ pub const KAFKA_PAUSED: &str = "sluice_kafka_paused";
 /// Registers the descriptions of every metric with the installed recorder.
 pub fn describe() {
     describe_counter!(JOBS, "Jobs settled, by outcome.");
-    describe_gauge!(IN_FLIGHT, "Jobs running or settling.");
+    describe_gauge!(
+        IN_FLIGHT,
+        "Jobs received and not over: running, waiting in their slot to retry, or settling."
+    );
+    describe_gauge!(
+        PENDING_RETRY,
+        "Jobs handed back to the broker for a retry and not received again yet."
+    );
     describe_histogram!(
         JOB_DURATION,
         metrics::Unit::Seconds,

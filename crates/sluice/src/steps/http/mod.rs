@@ -545,17 +545,24 @@ impl Http {
 const SNIPPET_CHARS: usize = 160;
 
 /// The start of a response body, for a failure's reason: at most
-/// [`SNIPPET_CHARS`] characters on one line. (Credentials the body echoes
-/// are cut from the whole reason afterwards.)
+/// [`SNIPPET_CHARS`] characters on one line. Credentials are cut before
+/// the body is, and a tail that may be the start of one is cut too
+/// ([`crate::redact::redact_cut`]): the reason is stored and logged.
 fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(4 * SNIPPET_CHARS)]);
+    // Enough of the body for the excerpt after its whitespace is folded,
+    // with room for a secret that straddles the excerpt's end.
+    const WINDOW: usize = 64 * SNIPPET_CHARS;
+    let cut_short = body.len() > WINDOW;
+    let text = String::from_utf8_lossy(&body[..body.len().min(WINDOW)]);
+    let text = crate::redact::redact(&text);
     let words: Vec<&str> = text.split_whitespace().collect();
     let line = words.join(" ");
     if line.is_empty() {
         return String::new();
     }
     match line.char_indices().nth(SNIPPET_CHARS) {
-        Some((cut, _)) => format!(": {}…", &line[..cut]),
+        Some((cut, _)) => format!(": {}…", crate::redact::redact_cut(&line[..cut])),
+        None if cut_short => format!(": {}…", crate::redact::redact_cut(&line)),
         None => format!(": {line}"),
     }
 }
@@ -669,6 +676,23 @@ mod tests {
         let long = "é".repeat(1000);
         let s = snippet(long.as_bytes());
         assert_eq!(s.chars().count(), 2 + SNIPPET_CHARS + 1, "{s}");
+    }
+
+    /// A downstream that echoes a credential after N characters of
+    /// padding: wherever the excerpt's end falls, no part of it shows.
+    #[test]
+    fn a_secret_at_the_excerpts_end_shows_no_prefix() {
+        let secret = "envtoken-QQQQQQQQQQQQQQQQ-snippet";
+        crate::redact::register(secret);
+        for pad in 130..SNIPPET_CHARS + 2 {
+            let body = format!("{} you sent Bearer {secret} back", "x".repeat(pad));
+            let s = snippet(body.as_bytes());
+            assert!(!s.contains("envt"), "padding {pad}: {s}");
+            // Padding as whitespace the excerpt folds away.
+            let body = format!("{}Bearer {secret}", " \n".repeat(pad * 20));
+            let s = snippet(body.as_bytes());
+            assert!(!s.contains("envt"), "whitespace {pad}: {s}");
+        }
     }
 
     #[test]
