@@ -94,11 +94,14 @@ pub fn redact(text: &str) -> Cow<'_, str> {
 /// cuts a tail that may be the start of a secret — the beginning of a
 /// registered value, or an unfinished URL authority — since what the cut
 /// left of a secret no longer matches it whole. Callers redact the whole
-/// text before cutting it, then pass the excerpt here.
-pub fn redact_cut(text: &str) -> String {
+/// text before cutting it, then pass the excerpt here, with the secrets of
+/// their own (`also`: a request's credential headers) beside the
+/// registered ones.
+pub fn redact_cut(text: &str, also: &[String]) -> String {
     let mut out = redact(text).into_owned();
     {
-        let secrets = SECRETS.read().unwrap_or_else(|p| p.into_inner());
+        let registered = SECRETS.read().unwrap_or_else(|p| p.into_inner());
+        let secrets: Vec<&String> = registered.iter().chain(also).collect();
         // The longest tail that starts a secret, where a token starts (a
         // secret is a value: `Bearer x`, `token=x`), so that an excerpt
         // ending in `more` is not cut for a secret that starts with `e`.
@@ -222,22 +225,30 @@ mod tests {
         assert_eq!(t, "token=[redacted]; ab stays; 1000 stays; pin [redacted]");
     }
 
+    fn redact_cut_(text: &str) -> String {
+        redact_cut(text, &["own-secret-7".to_owned()])
+    }
+
     #[test]
     fn a_secret_cut_short_is_still_cut() {
+        assert_eq!(redact_cut_("header: own-sec"), "header: [redacted]");
         register("envtoken-QQQQ-cut-test");
         assert_eq!(
-            redact_cut("echo: Bearer envtoken-QQ"),
+            redact_cut_("echo: Bearer envtoken-QQ"),
             "echo: Bearer [redacted]"
         );
         assert_eq!(
-            redact_cut("echo: Bearer envtoken-QQQQ-cut-test and more"),
+            redact_cut_("echo: Bearer envtoken-QQQQ-cut-test and more"),
             "echo: Bearer [redacted] and more"
         );
-        assert_eq!(redact_cut("nothing secret here"), "nothing secret here");
-        assert_eq!(redact_cut("token=e"), "token=[redacted]");
-        assert_eq!(redact_cut("GET https://bob:hunt"), "GET https://[redacted]");
+        assert_eq!(redact_cut_("nothing secret here"), "nothing secret here");
+        assert_eq!(redact_cut_("token=e"), "token=[redacted]");
         assert_eq!(
-            redact_cut("see https://host:8080/x"),
+            redact_cut_("GET https://bob:hunt"),
+            "GET https://[redacted]"
+        );
+        assert_eq!(
+            redact_cut_("see https://host:8080/x"),
             "see https://host:8080/x"
         );
     }

@@ -180,3 +180,55 @@ url = "${SLUICE_T_URL}"
         "{log}"
     );
 }
+
+/// Names from the environment are not secrets: a pipeline named by one and
+/// a `failures` path from another are printed as they are (the summary,
+/// the job lines, the failure reasons), while the header's token from the
+/// environment is still cut everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_from_the_environment_stay_readable_secrets_do_not() {
+    let rx = Receiver::start(ReceiverConfig {
+        error_rate: 1.0,
+        error_status: 400,
+        echo_headers: true,
+        ..ReceiverConfig::default()
+    })
+    .await
+    .expect("the receiver starts");
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let config = format!(
+        r#"[[pipeline]]
+name = "${{SLUICE_T_NAME}}"
+[pipeline.source]
+type = "file"
+path = "jobs.ndjson"
+failures = "${{SLUICE_T_FAILURES}}"
+[[pipeline.step]]
+type = "http"
+url = "{url}/jobs/{{{{ body.id }}}}"
+headers = {{ authorization = "Bearer ${{SLUICE_T_TOKEN}}" }}
+"#,
+        url = rx.url()
+    );
+    write(dir.path(), &config, 2);
+    let token = "tok-from-env-5150";
+    let env = [
+        ("SLUICE_T_NAME", "reports"),
+        ("SLUICE_T_FAILURES", "retry.ndjson"),
+        ("SLUICE_T_TOKEN", token),
+        ("RUST_LOG", "info"),
+    ];
+    let out = sluice(dir.path(), &["run", "--progress", "log"], &env).await;
+    let log = printed(&out);
+    assert_eq!(out.status.code(), Some(4), "{log}");
+    assert!(log.contains("pipeline=reports"), "{log}");
+    assert!(log.contains("reports:"), "the summary names it: {log}");
+    assert!(!log.contains(token), "{log}");
+    let reasons = std::fs::read_to_string(dir.path().join("retry.ndjson.reasons"))
+        .expect("the failures file is where its variable says");
+    assert!(!reasons.contains(token), "{reasons}");
+    assert!(
+        !log.contains("[redacted]:") && !log.contains("pipeline=[redacted]"),
+        "{log}"
+    );
+}

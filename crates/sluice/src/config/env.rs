@@ -16,9 +16,16 @@
 //! boolean where the field takes one; anywhere else it stays a string.
 //! `concurrency = ${WORKERS}`, outside quotes, is refused with that advice.
 //!
-//! Every value taken from the environment is
+//! A value taken from the environment is
 //! [registered](crate::redact::register) as a secret, so no log line,
-//! failure reason or error message prints it.
+//! failure reason or error message prints it — unless it lands where a
+//! name goes ([`IDENTITY_FIELDS`]: a queue, a topic, a group, a table, a
+//! path...), which logs and metric labels must show as they are; in a URL
+//! field (`url`, `endpoint`, `*_url`), a value that lands in the URL's
+//! scheme, host or port is not a secret (the `destination` label shows
+//! them), one in its `user:password@`, path or query is (a webhook URL may
+//! carry its secret in the path).
+//! Headers, bodies, keys, tokens, passwords and every other field: secret.
 //!
 //! ```
 //! use sluice::config::env::substitute;
@@ -29,6 +36,78 @@
 //! ```
 
 use std::ops::Range;
+
+/// Fields whose values are names, shown as they are in logs and metric
+/// labels: a value from the environment there is not a secret (a queue
+/// named `reports` must not turn every label into `[redacted]`).
+pub const IDENTITY_FIELDS: &[&str] = &[
+    "name",
+    "queue",
+    "queue_url",
+    "dead_letter_queue_url",
+    "topics",
+    "topic",
+    "dead_letter_topic",
+    "group_id",
+    "prefix",
+    "table",
+    "connection",
+    "path",
+    "checkpoint",
+    "failures",
+    "dead_letter_list",
+    "region",
+    "format",
+    "brokers",
+    "ordering",
+    "ordering_key",
+    "listen",
+    "tls_ca_file",
+];
+
+/// Where a string value sits, by the key that holds it: what of a value
+/// from the environment there is a secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    /// A name: nothing.
+    Identity,
+    /// A URL: what lands in its userinfo or query.
+    Url,
+    /// Anything else: all of it.
+    Other,
+}
+
+impl Place {
+    fn of(key: &str) -> Place {
+        if IDENTITY_FIELDS.contains(&key) {
+            Place::Identity
+        } else if key == "url" || key == "endpoint" || key.ends_with("_url") {
+            Place::Url
+        } else {
+            Place::Other
+        }
+    }
+}
+
+/// The byte ranges of `url` that may carry credentials: its
+/// `user:password@`, and its path, query and fragment.
+fn credential_ranges(url: &str) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    // Not a URL: nothing says which part is a name.
+    let Some(authority_start) = url.find("://").map(|i| i + 3) else {
+        return vec![0..url.len()];
+    };
+    let authority_end = url[authority_start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| authority_start + i);
+    if let Some(at) = url[authority_start..authority_end].rfind('@') {
+        out.push(authority_start..authority_start + at);
+    }
+    if authority_end < url.len() {
+        out.push(authority_end..url.len());
+    }
+    out
+}
 
 use toml_edit::{ImDocument, Item, Value};
 
@@ -116,14 +195,14 @@ pub fn substitute(
         }
     };
     let mut found = Vec::new();
-    walk_item(text, doc.as_item(), &mut found)?;
-    found.sort_by_key(|(span, _)| span.start);
+    walk_item(text, doc.as_item(), Place::Other, &mut found)?;
+    found.sort_by_key(|(span, _, _)| span.start);
 
     let mut out = String::with_capacity(text.len());
     let mut whole = Vec::new();
     let mut copied = 0;
-    for (span, value) in found {
-        let expanded = expand(&value, &lookup).map_err(|(reference, msg)| {
+    for (span, value, place) in found {
+        let expanded = expand(&value, &lookup, place).map_err(|(reference, msg)| {
             // The reference's own line, in a string of several lines.
             let at = text[span.clone()]
                 .find(&reference)
@@ -149,25 +228,30 @@ pub fn substitute(
 
 /// Collects the strings that hold a `${` (with their spans), and refuses
 /// keys that hold a `${`.
+/// A string holding a `${`: where it is, its value, and what of it is
+/// secret.
+type Found = (Range<usize>, String, Place);
+
 fn walk_item(
     text: &str,
     item: &Item,
-    found: &mut Vec<(Range<usize>, String)>,
+    place: Place,
+    found: &mut Vec<Found>,
 ) -> Result<(), (usize, String)> {
     match item {
         Item::None => {}
-        Item::Value(v) => walk_value(text, v, found)?,
+        Item::Value(v) => walk_value(text, v, place, found)?,
         Item::Table(t) => {
             for (k, item) in t.iter() {
                 check_key(text, k, t.key(k).and_then(|k| k.span()))?;
-                walk_item(text, item, found)?;
+                walk_item(text, item, Place::of(k), found)?;
             }
         }
         Item::ArrayOfTables(a) => {
             for t in a.iter() {
                 for (k, item) in t.iter() {
                     check_key(text, k, t.key(k).and_then(|k| k.span()))?;
-                    walk_item(text, item, found)?;
+                    walk_item(text, item, Place::of(k), found)?;
                 }
             }
         }
@@ -178,24 +262,26 @@ fn walk_item(
 fn walk_value(
     text: &str,
     v: &Value,
-    found: &mut Vec<(Range<usize>, String)>,
+    place: Place,
+    found: &mut Vec<Found>,
 ) -> Result<(), (usize, String)> {
     match v {
         // `$${` holds `${` too: it is unescaped like a reference.
         Value::String(s) if s.value().contains("${") => {
             if let Some(span) = s.span() {
-                found.push((span, s.value().clone()));
+                found.push((span, s.value().clone(), place));
             }
         }
+        // The elements of a list are the key's (`topics = [...]`).
         Value::Array(a) => {
             for v in a.iter() {
-                walk_value(text, v, found)?;
+                walk_value(text, v, place, found)?;
             }
         }
         Value::InlineTable(t) => {
             for (k, v) in t.iter() {
                 check_key(text, k, t.key(k).and_then(|k| k.span()))?;
-                walk_value(text, v, found)?;
+                walk_value(text, v, Place::of(k), found)?;
             }
         }
         _ => {}
@@ -226,8 +312,11 @@ struct Expanded {
 fn expand(
     value: &str,
     lookup: &impl Fn(&str) -> Option<String>,
+    place: Place,
 ) -> Result<Expanded, (String, String)> {
     let mut out = String::with_capacity(value.len());
+    // Where each value from the environment landed in `out`.
+    let mut from_env: Vec<Range<usize>> = Vec::new();
     let mut references = 0;
     let mut rest = value;
     while let Some(at) = rest.find('$') {
@@ -268,7 +357,7 @@ fn expand(
         }
         match (lookup(name), default) {
             (Some(v), _) => {
-                crate::redact::register(&v);
+                from_env.push(out.len()..out.len() + v.len());
                 out.push_str(&v);
             }
             (None, Some(d)) => out.push_str(d),
@@ -284,6 +373,7 @@ fn expand(
         references += 1;
         rest = &inner_start[end + 1..];
         if references == 1 && rest.is_empty() && tail.len() == value.len() {
+            register_secrets(&out, &from_env, place);
             return Ok(Expanded {
                 value: out,
                 whole: true,
@@ -291,10 +381,29 @@ fn expand(
         }
     }
     out.push_str(rest);
+    register_secrets(&out, &from_env, place);
     Ok(Expanded {
         value: out,
         whole: false,
     })
+}
+
+/// Registers what of `value` is secret: the parts at `from_env` that came
+/// from the environment, by the `place` the value is in.
+fn register_secrets(value: &str, from_env: &[Range<usize>], place: Place) {
+    let credentials = match place {
+        Place::Identity => return,
+        Place::Url => credential_ranges(value),
+        Place::Other => vec![0..value.len()],
+    };
+    for r in from_env {
+        if credentials
+            .iter()
+            .any(|c| r.start < c.end && c.start < r.end)
+        {
+            crate::redact::register(&value[r.clone()]);
+        }
+    }
 }
 
 /// Writes `value` as a TOML basic string spanning `newlines` + 1 lines, so
@@ -466,6 +575,32 @@ mod tests {
     fn comments_are_not_substituted() {
         let out = substitute("# ${MISSING}\na = \"x\" # ${MISSING}\n", env).unwrap();
         assert_eq!(out.text, "# ${MISSING}\na = \"x\" # ${MISSING}\n");
+    }
+
+    /// Names (a queue, a topic, a table) from the environment stay
+    /// readable; a URL's host too, but not its password, path or query;
+    /// headers, tokens and everything else are secrets.
+    #[test]
+    fn only_values_in_credential_places_become_secrets() {
+        let lookup = |name: &str| Some(format!("value-of-{name}-77"));
+        substitute(
+            "queue = \"${QUEUE}\"\ntopics = [\"${TOPIC}\"]\nname = \"p-${NAME}\"\n\
+             url = \"redis://:${PASS}@${HOST}/0\"\nendpoint = \"https://${EHOST}/p?sig=${SIG}\"\n\
+             webhook_url = \"https://hooks.example/${HOOKPATH}\"\n\
+             headers = { authorization = \"Bearer ${TOKEN}\" }\napp_key = \"${KEY}\"\n",
+            lookup,
+        )
+        .unwrap();
+        let shown = |name: &str| {
+            let v = format!("value-of-{name}-77");
+            crate::redact::redact(&v) == v
+        };
+        for name in ["QUEUE", "TOPIC", "NAME", "HOST", "EHOST"] {
+            assert!(shown(name), "{name} is not a secret");
+        }
+        for name in ["PASS", "SIG", "HOOKPATH", "TOKEN", "KEY"] {
+            assert!(!shown(name), "{name} is a secret");
+        }
     }
 
     #[test]

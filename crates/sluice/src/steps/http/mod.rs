@@ -506,7 +506,7 @@ impl Http {
             "http: {} {shown} answered {}{}",
             self.method,
             answer.status,
-            snippet(&answer.body)
+            snippet(&answer.body, &sent.secrets)
         );
         if self.retry.contains(status) {
             let after = answer
@@ -545,15 +545,26 @@ impl Http {
 const SNIPPET_CHARS: usize = 160;
 
 /// The start of a response body, for a failure's reason: at most
-/// [`SNIPPET_CHARS`] characters on one line. Credentials are cut before
-/// the body is, and a tail that may be the start of one is cut too
+/// [`SNIPPET_CHARS`] characters on one line. Credentials (`secrets`, the
+/// request's own, and every registered one) are cut before the body is,
+/// and a tail that may be the start of one is cut too
 /// ([`crate::redact::redact_cut`]): the reason is stored and logged.
-fn snippet(body: &[u8]) -> String {
+fn snippet(body: &[u8], secrets: &[String]) -> String {
     // Enough of the body for the excerpt after its whitespace is folded,
     // with room for a secret that straddles the excerpt's end.
     const WINDOW: usize = 64 * SNIPPET_CHARS;
     let cut_short = body.len() > WINDOW;
-    let text = String::from_utf8_lossy(&body[..body.len().min(WINDOW)]);
+    let mut text = String::from_utf8_lossy(&body[..body.len().min(WINDOW)]).into_owned();
+    let mut own: Vec<&String> = secrets
+        .iter()
+        .filter(|s| s.len() >= crate::redact::MIN_SECRET_LEN)
+        .collect();
+    own.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for s in own {
+        if text.contains(s.as_str()) {
+            text = text.replace(s.as_str(), crate::redact::REDACTED);
+        }
+    }
     let text = crate::redact::redact(&text);
     let words: Vec<&str> = text.split_whitespace().collect();
     let line = words.join(" ");
@@ -561,8 +572,8 @@ fn snippet(body: &[u8]) -> String {
         return String::new();
     }
     match line.char_indices().nth(SNIPPET_CHARS) {
-        Some((cut, _)) => format!(": {}…", crate::redact::redact_cut(&line[..cut])),
-        None if cut_short => format!(": {}…", crate::redact::redact_cut(&line)),
+        Some((cut, _)) => format!(": {}…", crate::redact::redact_cut(&line[..cut], secrets)),
+        None if cut_short => format!(": {}…", crate::redact::redact_cut(&line, secrets)),
         None => format!(": {line}"),
     }
 }
@@ -668,13 +679,17 @@ mod tests {
         }
     }
 
+    fn snippet_(body: &[u8]) -> String {
+        snippet(body, &[])
+    }
+
     #[test]
     fn snippets_are_short_and_on_one_line() {
-        assert_eq!(snippet(b""), "");
-        assert_eq!(snippet(b" \n "), "");
-        assert_eq!(snippet(b"no\n  such\tthing "), ": no such thing");
+        assert_eq!(snippet_(b""), "");
+        assert_eq!(snippet_(b" \n "), "");
+        assert_eq!(snippet_(b"no\n  such\tthing "), ": no such thing");
         let long = "é".repeat(1000);
-        let s = snippet(long.as_bytes());
+        let s = snippet_(long.as_bytes());
         assert_eq!(s.chars().count(), 2 + SNIPPET_CHARS + 1, "{s}");
     }
 
@@ -686,12 +701,17 @@ mod tests {
         crate::redact::register(secret);
         for pad in 130..SNIPPET_CHARS + 2 {
             let body = format!("{} you sent Bearer {secret} back", "x".repeat(pad));
-            let s = snippet(body.as_bytes());
+            let s = snippet(body.as_bytes(), &[]);
             assert!(!s.contains("envt"), "padding {pad}: {s}");
             // Padding as whitespace the excerpt folds away.
             let body = format!("{}Bearer {secret}", " \n".repeat(pad * 20));
-            let s = snippet(body.as_bytes());
+            let s = snippet(body.as_bytes(), &[]);
             assert!(!s.contains("envt"), "whitespace {pad}: {s}");
+            // A header's literal value, the request's own secret.
+            let own = "Bearer literal-token-in-the-config".to_owned();
+            let body = format!("{} you sent authorization: {own}", "y".repeat(pad));
+            let s = snippet(body.as_bytes(), std::slice::from_ref(&own));
+            assert!(!s.contains("liter"), "own secret, padding {pad}: {s}");
         }
     }
 
