@@ -417,3 +417,44 @@ body = '{"model": {{ job.command.user.class | tojson }}}'
     let body: serde_json::Value = serde_json::from_slice(&requests[0].body).unwrap();
     assert_eq!(body["model"], "App\\Models\\User");
 }
+
+/// A CPU-bound template over a large message (a nested `{% for %}` over a
+/// 300 KB list) runs out of its instructions and is dead-lettered with a
+/// reason naming the limit, well inside the job timeout; the other job is
+/// delivered and the run ends by itself (exit code 4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runaway_template_is_stopped_by_its_limit() {
+    let s = Setup::new(ReceiverConfig::default()).await;
+    let items: Vec<String> = (0..60_000).map(|i| i.to_string()).collect();
+    s.jobs(&[
+        format!(r#"{{"id": 0, "items": [{}]}}"#, items.join(",")).into_bytes(),
+        br#"{"id": 1, "items": [1]}"#.to_vec(),
+    ]);
+    let report = s
+        .run(
+            r#"
+[[pipeline]]
+name = "t"
+max_body_bytes = 1048576
+job_timeout_secs = 300
+[pipeline.source]
+type = "file"
+path = "@DIR@/jobs.ndjson"
+[[pipeline.step]]
+type = "http"
+url = "@URL@/jobs/{{ body.id }}"
+body = '{% for a in body["items"] %}{% for b in body["items"] %}.{% endfor %}{% endfor %}'
+"#,
+        )
+        .await;
+    assert_eq!(report.exit_code(), 4, "{report:?}");
+    assert_eq!(s.accepted_ids().keys().copied().collect::<Vec<_>>(), [1]);
+    let reasons = s.reasons("jobs.ndjson");
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    let reason = reasons[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("template `body` failed to render")
+            && reason.contains("ran out of instructions"),
+        "{reason}"
+    );
+}

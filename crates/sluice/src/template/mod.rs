@@ -7,6 +7,17 @@
 //! empty string, because a webhook posted with a hole in it is worse than one
 //! dead-lettered with a reason.
 //!
+//! Rendering is bounded: at most [`FUEL`] template instructions (a nested
+//! `{% for %}` over a large message runs out of them rather than holding a
+//! worker for ever), at most [`MAX_OUTPUT_BYTES`] of output and
+//! [`RECURSION_LIMIT`] nested calls; past a limit the render fails with a
+//! reason naming it, and the job is dead-lettered (the same input would
+//! fail the same way again). A value a template grows inside one render (a
+//! `namespace` string doubled in a loop) is not bounded by these: minijinja
+//! offers no hook on its allocations, so such a template can still exhaust
+//! memory. Templates are the config's, not the input's: keep loops driven
+//! by input linear.
+//!
 //! URL templates ([`Template::url`]) escape each value for the part of the
 //! URL it lands in (see [`url`](self::url)); `{{ x | raw_url }}` opts out.
 //! JSON numbers reach templates, and leave them through `tojson`, with their
@@ -51,6 +62,16 @@ enum Inner {
 /// The name the template is stored under in its own environment.
 const NAME: &str = "t";
 
+/// Template instructions one render may run (minijinja's fuel): a few
+/// hundred for a webhook body, some tens of milliseconds of CPU at most.
+pub const FUEL: u64 = 2_000_000;
+
+/// Bytes one render may write.
+pub const MAX_OUTPUT_BYTES: usize = 64 << 20;
+
+/// Nested macro calls and includes one render may make.
+pub const RECURSION_LIMIT: usize = 100;
+
 /// A template that does not compile.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -88,6 +109,8 @@ impl Template {
         // Bodies are JSON, URLs and headers, never HTML.
         env.set_auto_escape_callback(|_| AutoEscape::None);
         env.set_keep_trailing_newline(true);
+        env.set_fuel(Some(FUEL));
+        env.set_recursion_limit(RECURSION_LIMIT);
         // Ours: exact numbers, and an undefined value is an error.
         env.add_filter("tojson", tojson);
         if url {
@@ -114,9 +137,27 @@ impl Template {
             Inner::Literal(s) => Ok(s.to_string()),
             Inner::Compiled(env) => {
                 let t = env.get_template(NAME).expect("added when compiled");
-                let out = t.render(ctx).map_err(|e| RenderError {
+                let mut out = Capped(Vec::new());
+                t.render_to_write(ctx, &mut out).map_err(|e| RenderError {
                     field: String::new(),
-                    reason: describe(&e, t.source()),
+                    reason: if out.0.len() > MAX_OUTPUT_BYTES {
+                        format!(
+                            "its output passed {} MiB, the most one render may write",
+                            MAX_OUTPUT_BYTES >> 20
+                        )
+                    } else if e.kind() == minijinja::ErrorKind::OutOfFuel {
+                        format!(
+                            "it ran out of instructions ({FUEL}, the most one render may \
+                                 run): a loop over a large value, or one nested in another"
+                        )
+                    } else {
+                        describe(&e, t.source())
+                    },
+                })?;
+                // The formatter and filters write only whole strings.
+                let out = String::from_utf8(out.0).map_err(|_| RenderError {
+                    field: String::new(),
+                    reason: "its output is not UTF-8".into(),
                 })?;
                 if !self.url {
                     return Ok(out);
@@ -135,6 +176,26 @@ impl Template {
             e.field = field.to_owned();
             e
         })
+    }
+}
+
+/// A render's output, refused past [`MAX_OUTPUT_BYTES`]: the render stops
+/// with an error at the write that passes it.
+struct Capped(Vec<u8>);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_OUTPUT_BYTES {
+            // Marks the cause for the caller.
+            self.0.resize(MAX_OUTPUT_BYTES + 1, 0);
+            return Err(std::io::Error::other("template output over its limit"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -300,6 +361,26 @@ mod tests {
         ] {
             Template::new(good).unwrap_or_else(|e| panic!("{good}: {e}"));
         }
+    }
+
+    /// A CPU-bound template (nested loops over a large message) runs out
+    /// of fuel, and output past the cap is refused: each fails, naming the
+    /// limit, instead of holding a worker or the process's memory.
+    #[test]
+    fn renders_are_bounded_in_instructions_and_output() {
+        let items: Vec<u32> = (0..3000).collect();
+        let t = Template::new("{% for a in items %}{% for b in items %}.{% endfor %}{% endfor %}")
+            .unwrap();
+        let started = std::time::Instant::now();
+        let e = t.render(context! { items }).unwrap_err().to_string();
+        assert!(e.contains("ran out of instructions"), "{e}");
+        println!("out of fuel after {:?}", started.elapsed());
+        let t = Template::new("{% for i in range(80) %}{{ s }}{% endfor %}").unwrap();
+        let s = "x".repeat(1 << 20);
+        let e = t.render(context! { s }).unwrap_err().to_string();
+        assert!(e.contains("output passed 64 MiB"), "{e}");
+        let t = Template::new("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}").unwrap();
+        assert!(t.render(context! {}).is_err());
     }
 
     #[test]
