@@ -317,6 +317,13 @@ impl SendArgs {
                 "--backoff `{b}`: write seconds, comma-separated, like 10,30"
             );
         }
+        if let Some(d) = self.delay {
+            ensure!(
+                d <= MAX_DELAY_SECS,
+                "--delay {d}: at most {MAX_DELAY_SECS} s (ten years); a larger one would wrap \
+                 round to a time already past and run the job at once"
+            );
+        }
         match self.to {
             Broker::Redis => ensure!(!self.queue.is_empty(), "--queue: name the queue"),
             Broker::Sqs => {
@@ -391,6 +398,27 @@ impl SendArgs {
     }
 }
 
+/// The largest `--delay`: ten years.
+const MAX_DELAY_SECS: u64 = 10 * 365 * 24 * 3600;
+
+/// How long a partial batch of `--stdin` lines waits for more.
+const STDIN_LINGER: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Stdin's lines, read on a thread of their own (stdin has no async read
+/// that a timeout can interrupt).
+fn stdin_lines() -> tokio::sync::mpsc::Receiver<std::io::Result<String>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let failed = line.is_err();
+            if tx.blocking_send(line).is_err() || failed {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// Sends the jobs; the number sent. Each job is printed (`--print`) once
 /// its batch was pushed, so what stdout lists was sent; an error says how
 /// many were sent before it.
@@ -414,8 +442,25 @@ pub async fn send(args: SendArgs) -> anyhow::Result<u64> {
                 }
             }
             Some(what) => {
-                let stdin = std::io::stdin();
-                for (n, line) in stdin.lock().lines().enumerate() {
+                let mut lines = stdin_lines();
+                let mut n = 0;
+                loop {
+                    // A partial batch goes out once no line came for a
+                    // moment: a producer that writes a line now and then
+                    // sees each job pushed, not held until EOF.
+                    let line = if batch.is_empty() {
+                        lines.recv().await
+                    } else {
+                        match tokio::time::timeout(STDIN_LINGER, lines.recv()).await {
+                            Ok(line) => line,
+                            Err(_) => {
+                                out.push(&mut sink, &mut batch).await?;
+                                continue;
+                            }
+                        }
+                    };
+                    let Some(line) = line else { break };
+                    n += 1;
                     let line = line.context("reading stdin")?;
                     if line.trim().is_empty() {
                         continue;
@@ -425,7 +470,7 @@ pub async fn send(args: SendArgs) -> anyhow::Result<u64> {
                         StdinHolds::Command => checked_command(&line),
                         StdinHolds::CommandJson => json_command(&line),
                     }
-                    .with_context(|| format!("stdin line {}", n + 1))?;
+                    .with_context(|| format!("stdin line {n}"))?;
                     for _ in 0..args.count {
                         batch.push(args.payload(&body));
                     }

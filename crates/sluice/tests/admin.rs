@@ -147,8 +147,8 @@ async fn run_serves_health_readiness_and_metrics() {
     assert_eq!(status.code(), Some(0), "{}", run.log());
 }
 
-/// A non-loopback address without SLUICE_ADMIN_TOKEN: refused before
-/// anything runs, with what to do.
+/// A non-loopback address without SLUICE_ADMIN_TOKEN, or with one under
+/// 16 bytes: refused before anything runs, with what to do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_public_admin_address_needs_a_token() {
     let rx = Receiver::start(ReceiverConfig::default()).await.unwrap();
@@ -158,6 +158,17 @@ async fn a_public_admin_address_needs_a_token() {
     let status = run.wait(WAIT).await;
     assert_eq!(status.code(), Some(1), "{}", run.log());
     assert!(run.log().contains("SLUICE_ADMIN_TOKEN"), "{}", run.log());
+    // A token anyone could guess guards nothing there either.
+    let mut run = process::start_env(
+        dir.path(),
+        1,
+        &cfg,
+        &["--admin", "0.0.0.0:0"],
+        &[("SLUICE_ADMIN_TOKEN", "x")],
+    );
+    let status = run.wait(WAIT).await;
+    assert_eq!(status.code(), Some(1), "{}", run.log());
+    assert!(run.log().contains("needs at least 16"), "{}", run.log());
     assert_eq!(rx.total(), 0, "nothing ran");
 }
 

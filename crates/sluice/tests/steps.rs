@@ -458,3 +458,52 @@ body = '{% for a in body["items"] %}{% for b in body["items"] %}.{% endfor %}{% 
         "{reason}"
     );
 }
+
+/// A response kept with `into` is never cut silently: over the step's
+/// `max_response_bytes` the job fails, naming the limit; at the limit it
+/// is kept whole. (The test receiver answers `ok`, 2 bytes.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_response_over_its_limit_fails_the_job() {
+    for (max, delivered) in [(1, false), (2, true)] {
+        let s = Setup::new(ReceiverConfig::default()).await;
+        s.numbered_jobs(1);
+        let report = s
+            .run(&format!(
+                r#"
+[[pipeline]]
+name = "t"
+[pipeline.source]
+type = "file"
+path = "@DIR@/jobs.ndjson"
+[[pipeline.step]]
+type = "http"
+url = "@URL@/first/{{{{ body.id }}}}"
+into = "answer"
+max_response_bytes = {max}
+[[pipeline.step]]
+type = "http"
+url = "@URL@/second/{{{{ answer }}}}"
+"#
+            ))
+            .await;
+        let second: Vec<String> = s
+            .receiver
+            .requests()
+            .iter()
+            .map(|r| r.path.clone())
+            .filter(|p| p.starts_with("/second/"))
+            .collect();
+        if delivered {
+            assert_eq!(report.exit_code(), 0, "{report:?}");
+            assert_eq!(second, ["/second/ok"]);
+        } else {
+            assert_eq!(report.exit_code(), 4, "{report:?}");
+            assert!(second.is_empty(), "{second:?}");
+            let reason = s.reasons("jobs.ndjson")[0]["reason"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            assert!(reason.contains("over max_response_bytes (1)"), "{reason}");
+        }
+    }
+}

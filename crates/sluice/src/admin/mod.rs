@@ -271,16 +271,28 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     )
 }
 
+/// The shortest token a non-loopback admin address takes: a guessable one
+/// guards nothing where anyone on the network can try it.
+pub const MIN_PUBLIC_TOKEN_BYTES: usize = 16;
+
 /// Why an admin address is refused, if it is: a non-loopback address
-/// without a token.
+/// without a token, or with one shorter than [`MIN_PUBLIC_TOKEN_BYTES`].
 pub fn refusal(addr: SocketAddr, token: Option<&str>) -> Option<String> {
-    let has_token = token.is_some_and(|t| !t.trim().is_empty());
-    (!addr.ip().is_loopback() && !has_token).then(|| {
-        format!(
+    if addr.ip().is_loopback() {
+        return None;
+    }
+    let len = token.map_or(0, |t| t.trim().len());
+    match len {
+        0 => Some(format!(
             "admin server {addr} (--admin or [admin] listen): a non-loopback address needs a token: set SLUICE_ADMIN_TOKEN (the \
              control endpoints then require it), or bind 127.0.0.1 behind a proxy"
-        )
-    })
+        )),
+        n if n < MIN_PUBLIC_TOKEN_BYTES => Some(format!(
+            "admin server {addr} (--admin or [admin] listen): SLUICE_ADMIN_TOKEN is {n} bytes; a non-loopback address needs \
+             at least {MIN_PUBLIC_TOKEN_BYTES} (e.g. `openssl rand -hex 16`), or bind 127.0.0.1 behind a proxy"
+        )),
+        _ => None,
+    }
 }
 
 /// Binds `addr` and serves the admin routes until the process exits.
@@ -380,6 +392,12 @@ pub(super) mod tests {
         assert_eq!(refusal(local, None), None);
         assert!(refusal(any, None).unwrap().contains("SLUICE_ADMIN_TOKEN"));
         assert!(refusal(any, Some(" ")).is_some());
-        assert_eq!(refusal(any, Some("s3cret-token")), None);
+        assert_eq!(refusal(any, Some("s3cret-token-of-16+")), None);
+        let short = refusal(any, Some("x")).unwrap();
+        assert!(
+            short.contains("1 bytes") && short.contains("at least 16"),
+            "{short}"
+        );
+        assert_eq!(refusal(local, Some("x")), None, "loopback takes any token");
     }
 }

@@ -174,6 +174,20 @@ fn hint(message: &str) -> String {
         format!("add `{name} = ...`")
     } else if message.starts_with("unknown field") {
         "remove it, or fix its name".into()
+    } else if let Some(rest) = message.strip_prefix("unknown variant `") {
+        // A source or dead-letter target this binary was built without.
+        let name = rest.split('`').next().unwrap_or("");
+        let feature = match name {
+            "file" | "sqs" | "kafka" | "redis" => Some(name),
+            "failed_jobs" => Some("failed-jobs"),
+            _ => None,
+        };
+        feature.map_or_else(String::new, |f| {
+            format!(
+                "this sluice was built without `{name}`: build it with the cargo feature \
+                 `{f}` (cargo build --release --features {f})"
+            )
+        })
     } else {
         String::new()
     };
@@ -181,5 +195,20 @@ fn hint(message: &str) -> String {
         message.to_owned()
     } else {
         format!("{message}: {fix}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A source type this binary was built without names the cargo feature
+    /// that adds it, not only serde's "unknown variant".
+    #[test]
+    fn a_compiled_out_source_names_its_feature() {
+        let h = super::hint("unknown variant `kafka`, expected one of `file`, `sqs`");
+        assert!(h.contains("cargo build --release --features kafka"), "{h}");
+        let h = super::hint("unknown variant `failed_jobs`, expected `source`");
+        assert!(h.contains("--features failed-jobs"), "{h}");
+        let h = super::hint("unknown variant `rabbit`, expected one of `file`");
+        assert_eq!(h, "unknown variant `rabbit`, expected one of `file`");
     }
 }

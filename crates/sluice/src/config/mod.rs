@@ -310,6 +310,16 @@ impl Loaded {
                     ),
                 ));
             }
+            if p.name.chars().any(char::is_control) {
+                return Err(self.error_at(
+                    &at.clone().key("name"),
+                    format!(
+                        "{:?} holds a control character (a newline would forge log lines): \
+                         name the pipeline with printable characters",
+                        p.name
+                    ),
+                ));
+            }
             if p.concurrency == 0 {
                 return Err(self.error_at(&at.clone().key("concurrency"), "must be at least 1"));
             }

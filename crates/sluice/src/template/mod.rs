@@ -138,22 +138,23 @@ impl Template {
             Inner::Compiled(env) => {
                 let t = env.get_template(NAME).expect("added when compiled");
                 let mut out = Capped(Vec::new());
-                t.render_to_write(ctx, &mut out).map_err(|e| RenderError {
-                    field: String::new(),
-                    reason: if out.0.len() > MAX_OUTPUT_BYTES {
-                        format!(
-                            "its output passed {} MiB, the most one render may write",
-                            MAX_OUTPUT_BYTES >> 20
-                        )
-                    } else if e.kind() == minijinja::ErrorKind::OutOfFuel {
-                        format!(
-                            "it ran out of instructions ({FUEL}, the most one render may \
+                t.render_captured_to(ctx, &mut out)
+                    .map_err(|e| RenderError {
+                        field: String::new(),
+                        reason: if out.0.len() > MAX_OUTPUT_BYTES {
+                            format!(
+                                "its output passed {} MiB, the most one render may write",
+                                MAX_OUTPUT_BYTES >> 20
+                            )
+                        } else if e.kind() == minijinja::ErrorKind::OutOfFuel {
+                            format!(
+                                "it ran out of instructions ({FUEL}, the most one render may \
                                  run): a loop over a large value, or one nested in another"
-                        )
-                    } else {
-                        describe(&e, t.source())
-                    },
-                })?;
+                            )
+                        } else {
+                            describe(&e, t.source())
+                        },
+                    })?;
                 // The formatter and filters write only whole strings.
                 let out = String::from_utf8(out.0).map_err(|_| RenderError {
                     field: String::new(),

@@ -93,6 +93,12 @@ pub struct HttpConfig {
     pub max_retry_after_secs: u64,
     /// Keep the response body (as text) in this variable.
     pub into: Option<String>,
+    /// The most of a response body that is read. A success whose body is
+    /// longer fails the job when `into` keeps it (a cut body would be
+    /// passed on as if whole); otherwise the rest is dropped unread.
+    /// Default 1 MiB.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
     /// Sign requests per Standard Webhooks.
     pub signing: Option<SigningConfig>,
 }
@@ -211,6 +217,7 @@ pub struct Http {
     retry: Statuses,
     max_retry_after: Duration,
     into: Option<String>,
+    max_response_bytes: usize,
     signing: Option<(SigningKey, Template)>,
     limit: Option<KeyLimit>,
     /// Made on first use, inside the runtime.
@@ -286,6 +293,7 @@ impl HttpConfig {
             retry: Statuses::new(&self.retry_statuses),
             max_retry_after: Duration::from_secs(self.max_retry_after_secs),
             into: self.into.clone(),
+            max_response_bytes: self.max_response_bytes,
             signing,
             limit,
             destinations: cx.destinations.clone(),
@@ -359,13 +367,17 @@ struct Answer {
     status: StatusCode,
     retry_after: Option<String>,
     body: Bytes,
+    /// The body was longer than `max_response_bytes`: `body` is its start.
+    cut: bool,
 }
 
-/// How much of a response body is read (the rest is dropped with the
-/// connection).
-const MAX_RESPONSE_BYTES: usize = 1 << 20;
+fn default_max_response_bytes() -> usize {
+    1 << 20
+}
 
-async fn exchange(req: reqwest::RequestBuilder) -> Result<Answer, reqwest::Error> {
+/// Sends `req` and reads at most `max` bytes of the answer's body (the
+/// rest is dropped with the connection).
+async fn exchange(req: reqwest::RequestBuilder, max: usize) -> Result<Answer, reqwest::Error> {
     let mut resp = req.send().await?;
     let status = resp.status();
     let retry_after = resp
@@ -374,17 +386,21 @@ async fn exchange(req: reqwest::RequestBuilder) -> Result<Answer, reqwest::Error
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let mut body = BytesMut::new();
+    let mut cut = false;
     while let Some(chunk) = resp.chunk().await? {
-        let room = MAX_RESPONSE_BYTES - body.len();
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if body.len() == MAX_RESPONSE_BYTES {
+        let room = max - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            cut = true;
             break;
         }
+        body.extend_from_slice(&chunk);
     }
     Ok(Answer {
         status,
         retry_after,
         body: body.freeze(),
+        cut,
     })
 }
 
@@ -464,7 +480,7 @@ impl Http {
             req = req.body(b);
         }
         let answer = match &self.limit {
-            None => exchange(req).await,
+            None => exchange(req, self.max_response_bytes).await,
             Some(limit) => {
                 let limit = *limit;
                 let pool = self.limits.get_or_init(|| {
@@ -485,7 +501,7 @@ impl Http {
                     .acquire()
                     .await
                     .map_err(|_| JobError::retry("http: shutting down"))?;
-                exchange(req).await
+                exchange(req, self.max_response_bytes).await
             }
         };
         // reqwest's errors quote the full URL, query and credentials
@@ -495,6 +511,14 @@ impl Http {
         let status = answer.status.as_u16();
         if self.success.contains(status) {
             if let Some(into) = &self.into {
+                if answer.cut {
+                    return Err(JobError::fail(format!(
+                        "http: {} {shown} answered {} with a body over max_response_bytes \
+                         ({}): `{into}` would keep only its start; raise the step's \
+                         max_response_bytes",
+                        self.method, answer.status, self.max_response_bytes
+                    )));
+                }
                 job.set(
                     into,
                     Value::from(String::from_utf8_lossy(&answer.body).into_owned()),
