@@ -42,6 +42,8 @@ pub(super) struct Ctx {
     /// Fired at the shutdown deadline (or a forced stop): running handlers
     /// stop and their messages are released.
     pub cancel: CancellationToken,
+    /// How long in-flight jobs get after a stop (`shutdown_timeout_secs`).
+    pub shutdown_timeout: Duration,
     pub order: Order,
     /// Pauses intake and retries while the destination keeps failing.
     pub breaker: Arc<super::breaker::Breaker>,
@@ -195,15 +197,15 @@ pub(super) async fn run(
                 break;
             }
             Ended::Cancelled => {
-                release(&ctx, &mut held, &message.id, false).await;
+                release(&ctx, &mut held, &message.id, &key, false).await;
                 break;
             }
             Ended::Stopped => {
-                release(&ctx, &mut held, &message.id, true).await;
+                release(&ctx, &mut held, &message.id, &key, true).await;
                 break;
             }
             Ended::StoppedHeld => {
-                release(&ctx, &mut held, &message.id, false).await;
+                release(&ctx, &mut held, &message.id, &key, false).await;
                 break;
             }
             Ended::ProbeFailed(r) => {
@@ -261,13 +263,31 @@ pub(super) async fn run(
                 }
                 // No broker to hold it: wait here, in this job's slot (and
                 // its key's), then run it again.
-                let waited = tokio::select! {
+                let backoff = tokio::time::sleep(delay);
+                tokio::pin!(backoff);
+                let mut waited = tokio::select! {
                     biased;
                     () = revoked.wait() => Some(false),
                     _ = ctx.stopping.cancelled() => None,
                     _ = ctx.cancel.cancelled() => None,
-                    _ = tokio::time::sleep(delay) => Some(true),
+                    _ = &mut backoff => Some(true),
                 };
+                // Stopping: a retry due within half the shutdown timeout
+                // still runs (the other half is for the attempt), so it
+                // settles here rather than pin a Kafka partition's commit
+                // and replay all behind it. Later ones are released.
+                if waited.is_none()
+                    && !ctx.cancel.is_cancelled()
+                    && backoff.deadline().saturating_duration_since(Instant::now())
+                        <= ctx.shutdown_timeout / 2
+                {
+                    waited = tokio::select! {
+                        biased;
+                        () = revoked.wait() => Some(false),
+                        _ = ctx.cancel.cancelled() => None,
+                        _ = &mut backoff => Some(true),
+                    };
+                }
                 match waited {
                     Some(true) => message.attempt = message.attempt.saturating_add(1),
                     Some(false) => {
@@ -276,7 +296,7 @@ pub(super) async fn run(
                         break;
                     }
                     None => {
-                        release(&ctx, &mut held, &id, true).await;
+                        release(&ctx, &mut held, &id, &key, true).await;
                         break;
                     }
                 }
@@ -456,8 +476,17 @@ async fn dead_letter(ctx: &Arc<Ctx>, held: &mut Held, message: &Message, reason:
     }
 }
 
-/// Hands the message back unsettled, counted as released.
-async fn release(ctx: &Arc<Ctx>, held: &mut Held, id: &str, waiting_retry: bool) {
+/// Hands the message back unsettled, counted as released. Its ordering
+/// key takes nothing more in this run: a later message of the key, already
+/// received, would otherwise run (in the drain) before this one runs again.
+async fn release(
+    ctx: &Arc<Ctx>,
+    held: &mut Held,
+    id: &str,
+    key: &Option<String>,
+    waiting_retry: bool,
+) {
+    block(ctx, key);
     if settle(ctx, held, id, "release", |a| a.release()).await {
         JobReleased { waiting_retry }.emit(&ctx.counts);
     }

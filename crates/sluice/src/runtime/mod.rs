@@ -127,6 +127,7 @@ pub(crate) async fn drive(parts: Parts) -> PipelineReport {
         counts: counts.clone(),
         stopping: CancellationToken::new(),
         cancel: CancellationToken::new(),
+        shutdown_timeout,
         order: Default::default(),
         breaker: control.breaker(pause_after_failures),
         orphans,

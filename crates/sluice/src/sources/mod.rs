@@ -19,7 +19,15 @@
 //! Where a broker cannot delay a redelivery (files, Kafka), the runtime
 //! waits in process: the message keeps its slot (and its ordering key)
 //! through the backoff, then runs again with `attempt + 1`. At shutdown a
-//! message waiting so is released, and the run reports it as not settled.
+//! message waiting so runs its retry if it is due within half the shutdown
+//! timeout; otherwise it is released, and the run reports it as not
+//! settled. A message retried through the broker ([`Acker::retry`]) is
+//! *pending retry* until it is received again: a run that ends with any
+//! pending has not settled everything (exit code 3).
+//!
+//! A message released at shutdown blocks its ordering key: the key's later
+//! messages, already received, are handed back unrun rather than run in
+//! the drain ahead of it.
 //!
 //! **Dead letters** go to a pipeline-level [`DeadLetterTarget`]: the
 //! source's own ([`Source::dead_letters`]: the SQS dead-letter queue, the
