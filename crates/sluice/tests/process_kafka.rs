@@ -1097,3 +1097,37 @@ async fn key_order_holds_across_a_sigterm_and_restart() {
 async fn key_order_holds_when_one_of_two_members_stops() {
     key_order_holds_across_a_sigterm(true).await;
 }
+
+/// `--stop-when-empty` on Kafka: the run ends by itself once caught up
+/// (every assigned partition settled up to its high watermark, nothing in
+/// flight), exit 0, every event delivered once and committed; a second
+/// run on the caught-up group ends too, delivering nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_when_empty_ends_once_caught_up() {
+    const EVENTS: u64 = 300;
+    let t = Trial::new(ReceiverConfig {
+        latency: (ms(1), ms(5)),
+        ..ReceiverConfig::default()
+    })
+    .await;
+    let placed = produce(&t.topic, &numbered(0..EVENTS)).await;
+    let config = t.config("a", &Pipeline::default());
+    let mut run = process::start(t.dir.path(), 1, &config, &["--stop-when-empty"]);
+    let status = run.wait(WAIT).await;
+    assert_eq!(status.code(), Some(0), "{}", logs(&[&run]));
+    let accepted = t.accepted();
+    assert_eq!(accepted.len() as u64, EVENTS, "{}", logs(&[&run]));
+    assert_eq!(duplicates(&accepted), 0);
+    let offsets = committed(&t.group, &t.topic, PARTITIONS).await;
+    let want: Vec<Option<i64>> = ends(&placed).into_iter().map(Some).collect();
+    assert_eq!(offsets, want, "committed up to each partition's end");
+
+    let mut again = process::start(t.dir.path(), 2, &config, &["--stop-when-empty"]);
+    let status = again.wait(WAIT).await;
+    assert_eq!(status.code(), Some(0), "{}", logs(&[&again]));
+    assert_eq!(
+        t.rx.requests().len() as u64,
+        EVENTS,
+        "nothing more delivered"
+    );
+}

@@ -278,7 +278,10 @@ pub trait Source: Send + 'static {
 pub struct Backlog {
     /// `u64::MAX` until the broker first says.
     messages: AtomicU64,
-    gauge: metrics::Gauge,
+    pipeline: String,
+    /// Registered at the first count: `/metrics` shows no backlog until
+    /// the broker said one, rather than a 0 that reads as "caught up".
+    gauge: std::sync::OnceLock<metrics::Gauge>,
 }
 
 impl Backlog {
@@ -286,7 +289,8 @@ impl Backlog {
     pub fn new(pipeline: &str) -> Backlog {
         Backlog {
             messages: AtomicU64::new(u64::MAX),
-            gauge: metrics::gauge!(crate::telemetry::SOURCE_BACKLOG, "pipeline" => pipeline.to_owned()),
+            pipeline: pipeline.to_owned(),
+            gauge: std::sync::OnceLock::new(),
         }
     }
 
@@ -294,7 +298,11 @@ impl Backlog {
     pub fn set(&self, n: u64) {
         self.messages
             .store(n.min(u64::MAX - 1), std::sync::atomic::Ordering::Relaxed);
-        self.gauge.set(n as f64);
+        self.gauge
+            .get_or_init(|| {
+                metrics::gauge!(crate::telemetry::SOURCE_BACKLOG, "pipeline" => self.pipeline.clone())
+            })
+            .set(n as f64);
     }
 
     /// The last count, if the broker said one.

@@ -499,7 +499,13 @@ pub struct JobRevoked<'a> {
 impl Event for JobRevoked<'_> {
     fn emit(self, c: &PipelineCounts) {
         c.revoked.add(1);
-        tracing::info!(pipeline = %c.pipeline, message_id = %self.id, "message revoked by its source; its job was stopped");
+        // A rebalance revokes every job of a partition at once: a line
+        // each only within the job-line budget, the rest summed up.
+        if c.failure_lines.admit(&c.pipeline) {
+            tracing::info!(pipeline = %c.pipeline, message_id = %self.id, "message revoked by its source; its job was stopped");
+        } else {
+            debug!(pipeline = %c.pipeline, message_id = %self.id, "message revoked by its source; its job was stopped");
+        }
     }
 }
 

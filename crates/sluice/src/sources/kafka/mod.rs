@@ -44,13 +44,20 @@
 //! at most the hand-off buffer (256 messages) besides what the runtime
 //! runs. Any librdkafka property can be set under `options`.
 //!
+//! **`--stop-when-empty`** ends the run once the source is caught up:
+//! partitions are assigned to it, every assigned partition's messages are
+//! settled up to its high watermark (asked of the broker each time the
+//! source has been idle for [`CAUGHT_UP_CHECK`]), and none is waiting to
+//! be handed out. What other members hold is theirs to finish.
+//!
 //! **Templates** see `topic`, `partition`, `offset`, `key` (null without
 //! one), `timestamp` (ms since the epoch, or null) and `headers` (a map,
 //! lossy UTF-8) at the top level ([`Message::fields`](super::Message));
 //! `message.attributes` holds the headers too.
 //!
 //! **Metrics**: `sluice_kafka_consumer_lag` (per `topic` and `partition`:
-//! the partition's end minus the committed offset, from librdkafka's
+//! the partition's end minus the committed offset, or minus its start when
+//! nothing is committed yet, from librdkafka's
 //! statistics every `statistics.interval.ms`, default 5000),
 //! `sluice_kafka_commits_total` (`result` = `ok` | `failed`),
 //! `sluice_kafka_rebalances_total` (`kind` = `assign` | `revoke`) and
@@ -238,12 +245,22 @@ impl ClientContext for Callbacks {
         let mut backlog = None::<u64>;
         for (topic, t) in &stats.topics {
             for (id, p) in &t.partitions {
-                // -1 is librdkafka's internal "unassigned" partition; a lag
-                // of -1 means unknown (not assigned, or nothing committed).
-                if *id >= 0 && p.consumer_lag >= 0 {
-                    self.metrics.lag(&(topic.clone(), *id), p.consumer_lag);
-                    backlog = Some(backlog.unwrap_or(0).saturating_add(p.consumer_lag as u64));
+                // -1 is librdkafka's internal "unassigned" partition. A
+                // partition with nothing committed yet (librdkafka's lag is
+                // -1 then) lags by all it holds: from its start.
+                if *id < 0 || !p.desired || p.hi_offset < 0 {
+                    continue;
                 }
+                let from = if p.committed_offset >= 0 {
+                    p.committed_offset
+                } else if p.lo_offset >= 0 {
+                    p.lo_offset
+                } else {
+                    continue;
+                };
+                let lag = (p.hi_offset - from).max(0);
+                self.metrics.lag(&(topic.clone(), *id), lag);
+                backlog = Some(backlog.unwrap_or(0).saturating_add(lag as u64));
             }
         }
         // No partition's lag known (nothing assigned or committed yet):
@@ -355,7 +372,13 @@ pub struct KafkaSource {
     /// `brokers …, group …`, for errors.
     describe: String,
     backlog: Arc<Backlog>,
+    /// `--stop-when-empty`: end once caught up.
+    stop_when_empty: bool,
 }
+
+/// How long the source waits idle before asking whether it is caught up
+/// (`--stop-when-empty`).
+pub const CAUGHT_UP_CHECK: Duration = Duration::from_millis(500);
 
 impl std::fmt::Debug for KafkaSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -463,6 +486,7 @@ impl KafkaSource {
             stop,
             pipeline: cx.pipeline.clone(),
             describe: format!("brokers {}, group {}", cfg.brokers, cfg.group_id),
+            stop_when_empty: false,
         })
     }
 
@@ -491,6 +515,54 @@ impl KafkaSource {
         .with_source(e)
     }
 
+    /// Caught up: partitions are assigned, and each one's messages are
+    /// settled up to its high watermark, none waiting to be handed out.
+    async fn caught_up(&self) -> Result<bool, SourceError> {
+        if !self.messages.is_empty() || !self.shared.released().is_empty() {
+            return Ok(false);
+        }
+        let assigned = self
+            .consumer
+            .assignment()
+            .map_err(|e| self.receive_error(e))?;
+        if assigned.count() == 0 {
+            return Ok(false);
+        }
+        let tps: Vec<Tp> = assigned
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        // Settled below, for the partitions read from; the group's
+        // committed offset (or the start) for the others.
+        let ours: Vec<Option<i64>> = tps
+            .iter()
+            .map(|tp| self.shared.get(tp).and_then(|p| p.settled_below()))
+            .collect();
+        let consumer = self.consumer.clone();
+        let asked = tokio::task::spawn_blocking(move || {
+            let timeout = Duration::from_secs(10);
+            let committed = consumer.committed(timeout)?;
+            tps.iter()
+                .map(|(topic, partition)| {
+                    let (low, high) = consumer.fetch_watermarks(topic, *partition, timeout)?;
+                    let committed = committed
+                        .find_partition(topic, *partition)
+                        .and_then(|e| e.offset().to_raw())
+                        .filter(|o| *o >= 0);
+                    Ok((low, high, committed))
+                })
+                .collect::<Result<Vec<_>, rdkafka::error::KafkaError>>()
+        })
+        .await
+        .map_err(|e| SourceError::transient(format!("the caught-up check panicked: {e}")))?
+        .map_err(|e| self.receive_error(e))?;
+        Ok(ours
+            .iter()
+            .zip(asked)
+            .all(|(ours, (low, high, committed))| ours.or(committed).unwrap_or(low) >= high))
+    }
+
     async fn next(&mut self, max: usize) -> Result<Received, SourceError> {
         loop {
             let mut out: Vec<Released> = Vec::new();
@@ -506,6 +578,13 @@ impl KafkaSource {
             if out.is_empty() {
                 let mut items = Vec::new();
                 let woken = self.shared.wake.notified();
+                let idle = async {
+                    if self.stop_when_empty {
+                        tokio::time::sleep(CAUGHT_UP_CHECK).await
+                    } else {
+                        std::future::pending().await
+                    }
+                };
                 tokio::select! {
                     n = self.messages.recv_many(&mut items, max) => if n == 0 {
                         return Err(SourceError::fatal(format!(
@@ -513,6 +592,12 @@ impl KafkaSource {
                         )));
                     },
                     () = woken => continue,
+                    () = idle => {
+                        if self.caught_up().await? {
+                            return Ok(Received::End);
+                        }
+                        continue;
+                    }
                 }
                 self.taken.notify_one();
                 let mut items = items.into_iter();
@@ -596,6 +681,10 @@ async fn commit_loop(
 impl Source for KafkaSource {
     fn backlog(&self) -> Option<Arc<Backlog>> {
         Some(self.backlog.clone())
+    }
+
+    fn stop_when_empty(&mut self) {
+        self.stop_when_empty = true;
     }
 
     fn receive(&mut self, max: usize) -> BoxFuture<'_, Result<Received, SourceError>> {

@@ -79,6 +79,12 @@ impl Partition {
         (committed.is_none_or(|c| low > c)).then_some(low)
     }
 
+    /// The offset below which every message read is settled; None when
+    /// nothing was read from the partition.
+    pub(super) fn settled_below(&self) -> Option<i64> {
+        lock(&self.marks).as_ref().map(|w| w.low() as i64)
+    }
+
     pub(super) fn committed(&self, offset: i64) {
         let mut c = lock(&self.committed);
         *c = Some(c.map_or(offset, |c| c.max(offset)));
@@ -135,6 +141,11 @@ impl Shared {
             .entry(tp.clone())
             .or_insert_with(|| Arc::new(Partition::new()))
             .clone()
+    }
+
+    /// The partition's state, if it was ever read from while assigned.
+    pub(super) fn get(&self, tp: &Tp) -> Option<Arc<Partition>> {
+        lock(&self.partitions).get(tp).cloned()
     }
 
     pub(super) fn released(&self) -> MutexGuard<'_, VecDeque<Released>> {
