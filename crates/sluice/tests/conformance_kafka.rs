@@ -58,10 +58,16 @@ impl KafkaHarness {
         // Among them `max.poll.interval.ms = 7000`: a member nobody polls
         // leaves the group, as a dead process's member would be timed out
         // (see the module docs).
-        let options: std::collections::BTreeMap<String, String> = FAST_GROUP_OPTIONS
+        let mut options: std::collections::BTreeMap<String, String> = FAST_GROUP_OPTIONS
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
+        // The eager protocol here, not sluice's cooperative-sticky: the
+        // crash check's dead member (its runtime dropped, librdkafka still
+        // alive) leaves only by max.poll.interval.ms, and tansu 0.6.0 then
+        // hands its partitions to the new member only in an eager
+        // rebalance (see the module docs).
+        options.insert("partition.assignment.strategy".into(), "range".into());
         KafkaSourceConfig {
             brokers: brokers(),
             topics: vec![self.topic.clone()],

@@ -19,15 +19,14 @@ use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
 pub const BROKER_WAIT: Duration = Duration::from_secs(30);
 
 /// librdkafka options for a consumer group that notices a vanished member
-/// in seconds (librdkafka's defaults take 45 s) and that tansu serves: the
-/// classic protocol's `range` assignment. `max.poll.interval.ms` is also
-/// the classic protocol's rebalance timeout, so a member that stopped
+/// in seconds (librdkafka's defaults take 45 s); the assignment is
+/// sluice's own default (cooperative-sticky). `max.poll.interval.ms` is
+/// also the classic protocol's rebalance timeout, so a member that stopped
 /// polling holds a rebalance up for at most that long.
-pub const FAST_GROUP_OPTIONS: [(&str, &str); 4] = [
+pub const FAST_GROUP_OPTIONS: [(&str, &str); 3] = [
     ("session.timeout.ms", "6000"),
     ("heartbeat.interval.ms", "500"),
     ("max.poll.interval.ms", "7000"),
-    ("partition.assignment.strategy", "range"),
 ];
 
 pub fn brokers() -> String {

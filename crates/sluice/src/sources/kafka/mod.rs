@@ -407,6 +407,11 @@ impl KafkaSource {
             // saved 10 MB more but fell to 0.34-0.36 (BENCHMARKS.md).
             .set("queued.max.messages.kbytes", "4096")
             .set("fetch.wait.max.ms", "50")
+            // Incremental rebalancing: a member joining or leaving moves
+            // only the partitions that change hands; the others keep
+            // running (the eager protocol stops every member's every
+            // partition for the whole rebalance).
+            .set("partition.assignment.strategy", "cooperative-sticky")
             // The lag metric.
             .set("statistics.interval.ms", "5000")
             .set("client.id", format!("sluice-{}", cx.pipeline));
