@@ -486,3 +486,63 @@ async fn deadline_poll(base: &str) -> serde_json::Value {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// 300 connections that never send a byte (before any token check): the
+/// admin server holds at most 64 of them (the rest are closed at once),
+/// drops those after the header timeout, and `/healthz` answers again
+/// while the flood's sockets are still open on the other side. The
+/// process's open descriptors stay bounded throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_connections_cannot_starve_the_admin_server() {
+    let rx = receiver_20ms().await;
+    let dir = tempfile::tempdir().unwrap();
+    // 4 at a time at 20 ms: runs past the test.
+    let cfg = config(dir.path(), 20_000, &rx);
+    let mut run = process::start(dir.path(), 0, &cfg, &["--admin", "127.0.0.1:0"]);
+    let base = admin_base(&mut run).await;
+    let addr = base.trim_start_matches("http://").to_owned();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", run.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
+    let before = fds();
+    let mut flood = Vec::new();
+    for _ in 0..300 {
+        flood.push(
+            tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connect"),
+        );
+    }
+    let started = std::time::Instant::now();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let mut most = 0;
+    loop {
+        most = most.max(fds());
+        let ok = client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200);
+        if ok {
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "/healthz unreachable for {WAIT:?} under 300 half-open connections\n{}",
+            run.log()
+        );
+    }
+    most = most.max(fds());
+    assert!(
+        most <= before + 64 + 16,
+        "{most} descriptors open under the flood, from {before}: the server kept them"
+    );
+    drop(flood);
+    run.signal("KILL");
+}

@@ -303,12 +303,53 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let app = router(state);
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "the admin server stopped");
-        }
-    });
+    let task = tokio::spawn(accept(listener, app));
     Ok((bound, task))
+}
+
+/// Connections the admin server holds at once; more are closed at once.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// How long a client has to send a request's headers.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The longest one connection is kept, keep-alive included.
+const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The admin server's accept loop: at most [`MAX_CONNECTIONS`] at once,
+/// each with [`HEADER_READ_TIMEOUT`] to send its headers, so half-open
+/// connections (before any token check) cannot pile up, hold descriptors
+/// the pipelines need to settle, or make `/healthz` unreachable.
+async fn accept(listener: tokio::net::TcpListener, app: Router) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, most likely: wait rather than spin.
+                tracing::warn!(error = %e, "the admin server could not accept a connection");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Full: closed at once, its descriptor freed.
+            drop(stream);
+            continue;
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let svc = hyper::service::service_fn(move |req| app.clone().oneshot(req));
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            let conn = http.serve_connection(TokioIo::new(stream), svc);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
+        });
+    }
 }
 
 #[cfg(test)]

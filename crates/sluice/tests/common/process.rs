@@ -68,6 +68,11 @@ impl Running {
         assert!(kill.expect("run kill").success(), "kill -{name} failed");
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
