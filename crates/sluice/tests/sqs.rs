@@ -507,22 +507,26 @@ fn empty_receives_are_counted_and_stop_when_empty_ends_the_run() {
         })
     });
     assert_eq!(report.pipelines[0].received, 0);
-    let empty: u64 = snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .filter(|(k, ..)| {
-            k.key().name() == "sluice_sqs_requests_total"
-                && k.key()
-                    .labels()
-                    .any(|l| l.key() == "op" && l.value() == "empty_receive")
-        })
-        .map(|(.., v)| match v {
-            DebugValue::Counter(n) => n,
-            _ => 0,
-        })
-        .sum();
+    let snapshot = snapshotter.snapshot().into_vec();
+    let count = |op: &str| -> u64 {
+        snapshot
+            .iter()
+            .filter(|(k, ..)| {
+                k.key().name() == "sluice_sqs_requests_total"
+                    && k.key().labels().any(|l| l.key() == "op" && l.value() == op)
+            })
+            .map(|(.., v)| match v {
+                DebugValue::Counter(n) => *n,
+                _ => 0,
+            })
+            .sum()
+    };
+    let empty = count("empty_receive");
     assert!(empty >= 1, "empty receives counted: {empty}");
+    // Every call counts: the attributes read at open, for the backlog and
+    // for the drain check too.
+    let attributes = count("attributes");
+    assert!(attributes >= 2, "GetQueueAttributes counted: {attributes}");
 }
 
 /// The source reports the queue's depth as its backlog (the admin API's
@@ -665,4 +669,73 @@ async fn a_paused_pipeline_holds_nothing_out_of_sight() {
         sluice::runtime::summary(&report)
     );
     assert_eq!(e.receiver.accepted(), n as u64, "once each (one poller)");
+}
+
+/// A Laravel job allowed one try (`maxTries: 1`) that a worker received
+/// and never settled (it crashed: the receive count is 1) is dead-lettered
+/// without running when it comes back, as Laravel's SQS worker fails it;
+/// one allowed three runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_laravel_job_past_its_tries_is_dead_lettered_unrun() {
+    let e = env(ReceiverConfig::default(), 30, false).await;
+    bucket(
+        &e.bucket,
+        &[
+            ("report-once.json".to_owned(), "{}".to_owned()),
+            ("report-thrice.json".to_owned(), "{}".to_owned()),
+        ],
+    )
+    .await;
+    let client = sqs().await;
+    send(
+        &client,
+        &e.queue,
+        &[
+            (laravel_job("once", 1, ""), None),
+            (laravel_job("thrice", 3, ""), None),
+        ],
+    )
+    .await;
+    // A worker receives both and dies holding them; visible again at once.
+    let mut taken = 0;
+    while taken < 2 {
+        let got = client
+            .receive_message()
+            .queue_url(&e.queue)
+            .max_number_of_messages(10)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .unwrap();
+        taken += got.messages().len();
+    }
+    let report = run_until(&e.config(4, "", REPORT_STEPS), async {
+        while counts(&client, &e.dlq).await.0 < 1 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        e.receiver.wait_for_accepted(1).await;
+    })
+    .await;
+    let p = &report.pipelines[0];
+    assert_eq!((p.succeeded, p.dead_lettered), (1, 1), "{p:?}");
+    let paths: Vec<String> = e
+        .receiver
+        .requests()
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert!(
+        paths.iter().all(|p| !p.contains("once")),
+        "the job past its tries ran: {paths:?}"
+    );
+    let dead = drain(&client, &e.dlq).await;
+    assert_eq!(dead.len(), 1);
+    let reason = dead[0].message_attributes().unwrap()["sluice_dead_letter_reason"]
+        .string_value()
+        .unwrap()
+        .to_owned();
+    assert!(
+        reason.starts_with("App\\Jobs\\SendReport has been attempted too many times"),
+        "{reason}"
+    );
 }

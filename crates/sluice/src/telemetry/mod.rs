@@ -20,7 +20,7 @@
 //! | `sluice_pipeline_paused` | gauge | `pipeline`, `by` = `operator` \| `breaker` |
 //! | `sluice_source_backlog` | gauge | `pipeline` (where the broker says: Kafka's lag summed, SQS's visible messages) |
 //! | `sluice_http_requests_total` | counter | `pipeline`, `destination` (`scheme://host:port`), `status_class` = `2xx` \| `3xx` \| `4xx` \| `5xx` \| `error` |
-//! | `sluice_sqs_requests_total` | counter | `queue`, `op` = `receive` \| `empty_receive` \| `delete` \| `visibility` \| `send` |
+//! | `sluice_sqs_requests_total` | counter | `queue`, `op` = `receive` \| `empty_receive` \| `delete` \| `visibility` \| `send` \| `attributes` \| `queue_url` |
 //! | `sluice_kafka_consumer_lag` | gauge | `pipeline`, `topic`, `partition` |
 //! | `sluice_kafka_commits_total` | counter | `pipeline`, `result` = `ok` \| `failed` |
 //! | `sluice_kafka_rebalances_total` | counter | `pipeline`, `kind` = `assign` \| `revoke` |

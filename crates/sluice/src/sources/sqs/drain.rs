@@ -126,6 +126,7 @@ impl Drain {
 
 /// Asks the queue what it holds.
 pub(super) async fn held(api: &Api) -> Result<Held, SourceError> {
+    api.requests.attributes.add();
     let out = api
         .client
         .get_queue_attributes()

@@ -228,7 +228,7 @@ pub struct SqsSource {
 }
 
 /// How often the queue's depth is read for the backlog: 4 requests a
-/// minute, next to the receives' 3 on an idle queue.
+/// minute, next to the receives' 3 on an idle queue (about 7 in all).
 const BACKLOG_INTERVAL: Duration = Duration::from_secs(15);
 
 /// Reads the queue's `ApproximateNumberOfMessages` into `backlog` until
@@ -359,10 +359,17 @@ impl SqsSource {
                 flush_now: Some(Arc::new(move || out.load(Relaxed) == 0)),
             }
         };
+        let requests = settle::Requests::new(&cfg.queue_url);
+        // The calls made at open: the attributes, and the redrive policy's
+        // queue.
+        requests.attributes.add();
+        if cfg.dead_letter_queue_url.is_none() && dlq.is_some() {
+            requests.queue_url.add();
+        }
         let api = Arc::new(settle::Api {
             client,
             queue_url: cfg.queue_url.clone(),
-            requests: settle::Requests::new(&cfg.queue_url),
+            requests,
         });
         let (deletes, deleter) = Batcher::spawn(
             batch(cfg.delete_batches_in_flight, Duration::from_secs(1)),

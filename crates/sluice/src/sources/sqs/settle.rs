@@ -26,6 +26,11 @@ pub struct Requests {
     pub delete: Tally,
     pub visibility: Tally,
     pub send: Tally,
+    /// GetQueueAttributes: at open, for the backlog every 15 s, and while
+    /// `--stop-when-empty` waits.
+    pub attributes: Tally,
+    /// GetQueueUrl: at open, for a redrive policy's dead-letter queue.
+    pub queue_url: Tally,
 }
 
 impl Requests {
@@ -40,6 +45,8 @@ impl Requests {
             delete: tally("delete"),
             visibility: tally("visibility"),
             send: tally("send"),
+            attributes: tally("attributes"),
+            queue_url: tally("queue_url"),
         }
     }
 }
