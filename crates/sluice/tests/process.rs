@@ -385,3 +385,77 @@ fn check_reports_file_line_and_field() {
     // not its table's.
     assert!(bad.stderr.contains(&at), "want `{at}` in: {}", bad.stderr);
 }
+
+/// A templated host naming 300 destinations (300 receivers on their own
+/// ports), 20 jobs at a time: only 64 destinations keep idle connections,
+/// the rest close theirs once answered, so the process's open descriptors
+/// stay near the budget (`concurrency x 2 + 256`) instead of one idle
+/// socket per destination ever used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_destinations_do_not_pile_up_idle_connections() {
+    const PORTS: usize = 300;
+    const JOBS: usize = 6000;
+    let mut receivers = Vec::new();
+    for _ in 0..PORTS {
+        receivers.push(
+            Receiver::start(ReceiverConfig {
+                latency: (ms(2), ms(6)),
+                record: false,
+                ..ReceiverConfig::default()
+            })
+            .await
+            .expect("a receiver starts"),
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lines: String = (0..JOBS)
+        .map(|i| {
+            format!(
+                "{{\"id\": {i}, \"port\": {}}}\n",
+                receivers[i % PORTS].addr().port()
+            )
+        })
+        .collect();
+    std::fs::write(dir.path().join("jobs.ndjson"), lines).unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[pipeline]]\nname = \"fanout\"\nconcurrency = 20\n[pipeline.source]\n\
+             type = \"file\"\npath = '{}'\n[[pipeline.step]]\ntype = \"http\"\n\
+             url = \"http://127.0.0.1:{{{{ body.port }}}}/jobs/{{{{ body.id }}}}\"\n",
+            dir.path().join("jobs.ndjson").display()
+        ),
+    )
+    .unwrap();
+    let mut run = process::start(dir.path(), 0, &config, &[]);
+    let accepted = || receivers.iter().map(Receiver::accepted).sum::<u64>();
+    let pid = run.pid();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let mut most = 0;
+    let started = Instant::now();
+    while accepted() < (JOBS as u64) * 3 / 4 {
+        most = most.max(fds());
+        if let Some(status) = run.exited() {
+            panic!("sluice exited ({status}) early: {}", run.log());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{}",
+            run.log()
+        );
+        tokio::time::sleep(ms(20)).await;
+    }
+    most = most.max(fds());
+    let status = run.wait(Duration::from_secs(120)).await;
+    assert_eq!(status.code(), Some(0), "{}", run.log());
+    println!("{PORTS} destinations at concurrency 20: at most {most} descriptors open");
+    assert!(
+        most <= 64 * 2 + 20 * 2 + 60,
+        "{most} descriptors open: idle connections piled up per destination"
+    );
+}

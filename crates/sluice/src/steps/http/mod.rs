@@ -27,6 +27,7 @@
 //! process. Per-destination limits hold a slot of a [`sluice_pool::Pool`]
 //! keyed by destination for each request, run in the job's own task.
 
+mod keep_alive;
 mod signing;
 
 pub use signing::SigningKey;
@@ -355,7 +356,7 @@ pub fn client() -> &'static reqwest::Client {
             // turn a POST into a GET and carry custom headers elsewhere.
             .redirect(reqwest::redirect::Policy::none())
             .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(keep_alive::IDLE_TIMEOUT)
             .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the HTTP client's TLS backend initialises")
@@ -454,6 +455,14 @@ impl Http {
         }
         if self.default_content_type {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        // A literal URL has one destination; a templated one may name
+        // thousands, and only so many keep idle connections.
+        if !self.url.is_literal() && !keep_alive::keeps(&destination) {
+            headers.insert(
+                reqwest::header::CONNECTION,
+                HeaderValue::from_static("close"),
+            );
         }
         if let Some((key, id)) = &self.signing {
             let id = id.render_field("signing.id", ctx)?;
