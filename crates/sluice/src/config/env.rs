@@ -95,7 +95,7 @@ fn credential_ranges(url: &str) -> Vec<Range<usize>> {
     let mut out = Vec::new();
     // Not a URL: nothing says which part is a name.
     let Some(authority_start) = url.find("://").map(|i| i + 3) else {
-        return vec![0..url.len()];
+        return std::iter::once(0..url.len()).collect();
     };
     let authority_end = url[authority_start..]
         .find(['/', '?', '#'])
@@ -394,7 +394,7 @@ fn register_secrets(value: &str, from_env: &[Range<usize>], place: Place) {
     let credentials = match place {
         Place::Identity => return,
         Place::Url => credential_ranges(value),
-        Place::Other => vec![0..value.len()],
+        Place::Other => std::iter::once(0..value.len()).collect(),
     };
     for r in from_env {
         if credentials
