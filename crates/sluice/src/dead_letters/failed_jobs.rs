@@ -454,15 +454,21 @@ impl FailedJobs {
     /// to a derived uuid. The uuid it was stored under.
     async fn store_row(&self, row: &Row) -> Result<String, sqlx::Error> {
         let mut uuid = row.uuid.clone();
-        // A race with another process inserting the same uuid is met by
-        // reading again; a few rounds settle any real case.
-        for n in 0..8u32 {
+        // The uuids tried, in order, are the same for every copy of one
+        // payload (the chain of derivations, not the rounds): two copies
+        // stored at once meet on one row. A race with another insert of
+        // the same uuid is met by reading again.
+        let mut moved = 0u32;
+        for _ in 0..16 {
             match self.payload_of(&uuid).await? {
                 Some(p) if p == row.payload => {
                     self.update(&uuid, row).await?;
                     return Ok(uuid);
                 }
-                Some(_) => uuid = derived_uuid(&row.uuid, &row.payload, n),
+                Some(_) => {
+                    uuid = derived_uuid(&row.uuid, &row.payload, moved);
+                    moved += 1;
+                }
                 None => match self.insert(&uuid, row).await {
                     Ok(()) => return Ok(uuid),
                     Err(sqlx::Error::Database(e)) if e.is_unique_violation() => continue,
@@ -471,7 +477,7 @@ impl FailedJobs {
             }
         }
         Err(sqlx::Error::Protocol(format!(
-            "uuid {} and 8 derived from it are each taken by another payload",
+            "uuid {} and those derived from it are each taken by another payload",
             row.uuid
         )))
     }
