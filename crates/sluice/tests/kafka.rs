@@ -238,3 +238,77 @@ fn commits_rebalances_and_lag_are_metrics() {
         "backlog {backlog}, lags {lags:?}"
     );
 }
+
+/// Nothing is ever settled here (the receiver holds every request for two
+/// minutes), so the group commits nothing: each partition's lag still
+/// counts all it holds, from its start (librdkafka's own lag is unknown
+/// without a commit), and the backlog reads the 30 events from the first
+/// statistics on. It never reads 0 before them.
+#[test]
+fn the_lag_counts_partitions_with_nothing_committed() {
+    common::kafka::require_broker();
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let topic = unique("lag");
+    let mut lags: BTreeMap<String, f64> = BTreeMap::new();
+    let mut backlogs: Vec<f64> = Vec::new();
+    let mut read = || {
+        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+            let k = key.key();
+            match (k.name(), value) {
+                ("sluice_kafka_consumer_lag", DebugValue::Gauge(g)) => {
+                    let partition = k
+                        .labels()
+                        .find(|l| l.key() == "partition")
+                        .map(|l| l.value().to_owned())
+                        .unwrap_or_default();
+                    lags.insert(partition, g.into_inner());
+                }
+                ("sluice_source_backlog", DebugValue::Gauge(g)) => backlogs.push(g.into_inner()),
+                _ => {}
+            }
+        }
+        lags.len() == PARTITIONS as usize && lags.values().all(|l| *l == 10.0)
+    };
+    metrics::with_local_recorder(&recorder, || {
+        rt.block_on(async {
+            create_topic(&topic, PARTITIONS).await;
+            create_topic(&format!("{topic}-dlq"), 1).await;
+            let records: Vec<Record> = (0..30)
+                .map(|n| Record {
+                    key: None,
+                    partition: Some(n % PARTITIONS),
+                    payload: format!(r#"{{"n": {n}}}"#).into_bytes(),
+                })
+                .collect();
+            produce(&topic, &records).await;
+            let rx = Receiver::start(ReceiverConfig {
+                latency: (Duration::from_secs(120), Duration::from_secs(120)),
+                ..ReceiverConfig::default()
+            })
+            .await
+            .unwrap();
+            let until = async {
+                let sample = async {
+                    while !read() {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                };
+                tokio::time::timeout(Duration::from_secs(30), sample)
+                    .await
+                    .expect("every partition's lag read as 10 within 30 s");
+            };
+            let text = format!("shutdown_timeout_secs = 1\n{}", config(&topic, &rx.url()));
+            run_until(&text, until).await;
+        })
+    });
+    assert_eq!(lags.len(), 3, "{lags:?}");
+    assert!(
+        !backlogs.is_empty() && backlogs.iter().all(|b| *b == 30.0),
+        "the backlog read {backlogs:?}: 30 once known, never 0 before"
+    );
+}
