@@ -243,12 +243,18 @@ struct Callbacks {
 impl ClientContext for Callbacks {
     fn stats(&self, stats: Statistics) {
         let mut backlog = None::<u64>;
+        let mut unknown = false;
         for (topic, t) in &stats.topics {
             for (id, p) in &t.partitions {
-                // -1 is librdkafka's internal "unassigned" partition. A
-                // partition with nothing committed yet (librdkafka's lag is
-                // -1 then) lags by all it holds: from its start.
-                if *id < 0 || !p.desired || p.hi_offset < 0 {
+                // -1 is librdkafka's internal "unassigned" partition.
+                if *id < 0 || !p.desired {
+                    continue;
+                }
+                // Its watermarks are known once it fetches. A partition with
+                // nothing committed yet (librdkafka's lag is -1 then) lags
+                // by all it holds: from its start.
+                if p.fetch_state != "active" || p.hi_offset < 0 {
+                    unknown = true;
                     continue;
                 }
                 let from = if p.committed_offset >= 0 {
@@ -263,9 +269,10 @@ impl ClientContext for Callbacks {
                 backlog = Some(backlog.unwrap_or(0).saturating_add(lag as u64));
             }
         }
-        // No partition's lag known (nothing assigned or committed yet):
-        // the backlog stays as it was, not 0.
-        if let Some(n) = backlog {
+        // Some assigned partition's lag not known yet (not fetching), or
+        // nothing assigned: the backlog stays as it was, not a part of it
+        // nor 0.
+        if let (Some(n), false) = (backlog, unknown) {
             self.metrics.backlog.set(n);
         }
     }
