@@ -62,14 +62,7 @@ async fn receiver_20ms() -> Receiver {
 
 /// The admin server's address, from the line the run logs.
 async fn admin_base(run: &mut process::Running) -> String {
-    let line = run.wait_for_log("admin server", WAIT).await;
-    let addr = line
-        .split("address=")
-        .nth(1)
-        .and_then(|a| a.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned();
-    format!("http://{addr}")
+    run.admin_base(WAIT).await
 }
 
 /// The admin token the tests that set one use: quotes and a `$` in it,

@@ -212,6 +212,22 @@ fn numbered(ids: std::ops::Range<u64>) -> Vec<Record> {
     .collect()
 }
 
+/// `{"key": "kK", "seq": S}` for each sequence number in turn, each key's
+/// events keyed `kK` (so one partition holds them, in sequence order).
+fn keyed(keys: usize, seqs: u64) -> Vec<Record> {
+    let mut records = Vec::new();
+    for seq in 0..seqs {
+        for k in 0..keys {
+            records.push(Record {
+                key: Some(format!("k{k}")),
+                partition: None,
+                payload: format!(r#"{{"key": "k{k}", "seq": {seq}}}"#).into_bytes(),
+            });
+        }
+    }
+    records
+}
+
 /// Each partition's end (one past its last offset) after `placed`.
 fn ends(placed: &[(i32, i64)]) -> Vec<i64> {
     let mut ends = vec![0; PARTITIONS as usize];
@@ -748,16 +764,7 @@ async fn key_ordering_holds_under_retries() {
         ..ReceiverConfig::default()
     })
     .await;
-    let mut records = Vec::new();
-    for seq in 0..SEQS {
-        for k in 0..KEYS {
-            records.push(Record {
-                key: Some(format!("k{k}")),
-                partition: None,
-                payload: format!(r#"{{"key": "k{k}", "seq": {seq}}}"#).into_bytes(),
-            });
-        }
-    }
+    let records = keyed(KEYS, SEQS);
     let placed = produce(&t.topic, &records).await;
     // The broker holds each key's events in sequence order (one partition
     // per key, offsets rising), or the test would prove nothing.
@@ -1004,16 +1011,7 @@ async fn key_order_holds_across_a_sigterm(two_members: bool) {
     } else {
         None
     };
-    let mut records = Vec::new();
-    for seq in 0..SEQS {
-        for k in 0..KEYS {
-            records.push(Record {
-                key: Some(format!("k{k}")),
-                partition: None,
-                payload: format!(r#"{{"key": "k{k}", "seq": {seq}}}"#).into_bytes(),
-            });
-        }
-    }
+    let records = keyed(KEYS, SEQS);
     produce(&t.topic, &records).await;
     let total = KEYS as u64 * SEQS;
     let parse = |r: &Recorded| -> (String, u64) {

@@ -624,18 +624,12 @@ async fn retries_parked_in_the_broker_are_pending_not_succeeded() {
     std::fs::write(&config, text).unwrap();
     q.push(5);
     let mut run = process::start(dir.path(), 0, &config, &["--admin", "127.0.0.1:0"]);
-    let line = run.wait_for_log("admin server", WAIT).await;
-    let addr = line
-        .split("address=")
-        .nth(1)
-        .and_then(|a| a.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned();
+    let base = run.admin_base(WAIT).await;
     wait_until("the 5 jobs parked in :delayed", WAIT, || q.sizes().2 == 5).await;
     // The last job's task ends a moment after its retry reached Redis.
     let started = Instant::now();
     let api = loop {
-        let api = reqwest::get(format!("http://{addr}/api/pipelines/reports"))
+        let api = reqwest::get(format!("{base}/api/pipelines/reports"))
             .await
             .and_then(|r| r.error_for_status())
             .expect("GET /api")
@@ -654,7 +648,7 @@ async fn retries_parked_in_the_broker_are_pending_not_succeeded() {
         tokio::time::sleep(ms(10)).await;
     };
     assert_eq!(api["succeeded"], 0, "{api}");
-    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+    let metrics = reqwest::get(format!("{base}/metrics"))
         .await
         .expect("GET /metrics")
         .text()

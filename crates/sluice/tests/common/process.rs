@@ -68,6 +68,19 @@ impl Running {
         assert!(kill.expect("run kill").success(), "kill -{name} failed");
     }
 
+    /// The admin server's base URL, `http://ADDR`, from the line the
+    /// server logs once it listens (`--admin 127.0.0.1:0` picks a port).
+    pub async fn admin_base(&mut self, bound: Duration) -> String {
+        let line = self.wait_for_log("admin server", bound).await;
+        let addr = line
+            .split("address=")
+            .nth(1)
+            .and_then(|a| a.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_owned();
+        format!("http://{addr}")
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
