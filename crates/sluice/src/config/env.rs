@@ -75,11 +75,25 @@ enum Place {
     Url,
     /// Anything else: all of it.
     Other,
+    /// A table of free-form names (`headers`, `options`): whatever its keys
+    /// are called (a header named `name`), its values are [`Place::Other`].
+    FreeForm,
 }
 
 impl Place {
+    /// The place of `key`'s value, inside a value at `self`.
+    fn child(self, key: &str) -> Place {
+        if self == Place::FreeForm {
+            Place::Other
+        } else {
+            Place::of(key)
+        }
+    }
+
     fn of(key: &str) -> Place {
-        if IDENTITY_FIELDS.contains(&key) {
+        if key == "headers" || key == "options" {
+            Place::FreeForm
+        } else if IDENTITY_FIELDS.contains(&key) {
             Place::Identity
         } else if key == "url" || key == "endpoint" || key.ends_with("_url") {
             Place::Url
@@ -244,14 +258,14 @@ fn walk_item(
         Item::Table(t) => {
             for (k, item) in t.iter() {
                 check_key(text, k, t.key(k).and_then(|k| k.span()))?;
-                walk_item(text, item, Place::of(k), found)?;
+                walk_item(text, item, place.child(k), found)?;
             }
         }
         Item::ArrayOfTables(a) => {
             for t in a.iter() {
                 for (k, item) in t.iter() {
                     check_key(text, k, t.key(k).and_then(|k| k.span()))?;
-                    walk_item(text, item, Place::of(k), found)?;
+                    walk_item(text, item, place.child(k), found)?;
                 }
             }
         }
@@ -281,7 +295,7 @@ fn walk_value(
         Value::InlineTable(t) => {
             for (k, v) in t.iter() {
                 check_key(text, k, t.key(k).and_then(|k| k.span()))?;
-                walk_value(text, v, Place::of(k), found)?;
+                walk_value(text, v, place.child(k), found)?;
             }
         }
         _ => {}
@@ -394,7 +408,7 @@ fn register_secrets(value: &str, from_env: &[Range<usize>], place: Place) {
     let credentials = match place {
         Place::Identity => return,
         Place::Url => credential_ranges(value),
-        Place::Other => std::iter::once(0..value.len()).collect(),
+        Place::Other | Place::FreeForm => std::iter::once(0..value.len()).collect(),
     };
     for r in from_env {
         if credentials
@@ -587,7 +601,8 @@ mod tests {
             "queue = \"${QUEUE}\"\ntopics = [\"${TOPIC}\"]\nname = \"p-${NAME}\"\n\
              url = \"redis://:${PASS}@${HOST}/0\"\nendpoint = \"https://${EHOST}/p?sig=${SIG}\"\n\
              webhook_url = \"https://hooks.example/${HOOKPATH}\"\n\
-             headers = { authorization = \"Bearer ${TOKEN}\" }\napp_key = \"${KEY}\"\n",
+             headers = { authorization = \"Bearer ${TOKEN}\", name = \"${HNAME}\" }\n\
+             app_key = \"${KEY}\"\n",
             lookup,
         )
         .unwrap();
@@ -598,7 +613,7 @@ mod tests {
         for name in ["QUEUE", "TOPIC", "NAME", "HOST", "EHOST"] {
             assert!(shown(name), "{name} is not a secret");
         }
-        for name in ["PASS", "SIG", "HOOKPATH", "TOKEN", "KEY"] {
+        for name in ["PASS", "SIG", "HOOKPATH", "TOKEN", "HNAME", "KEY"] {
             assert!(!shown(name), "{name} is a secret");
         }
     }

@@ -256,7 +256,7 @@ pub(super) async fn run(
                 .emit(&ctx.counts);
                 if ctx.caps.delayed_retry {
                     if settle(&ctx, &mut held, &id, "retry", |a| a.retry(delay)).await {
-                        RetryHandedBack { id: &id }.emit(&ctx.counts);
+                        RetryHandedBack { id: &id, delay }.emit(&ctx.counts);
                     }
                     block(&ctx, &key);
                     break;

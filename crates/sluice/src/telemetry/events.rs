@@ -2,7 +2,7 @@
 //! logs it (where a person should see it) and counts it, in one place: the
 //! counts are both the metrics and what the run report reads.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime};
@@ -67,8 +67,12 @@ pub struct PipelineCounts {
     in_flight_gauge: Gauge,
     /// Messages handed back to their broker to be retried later (Redis's
     /// `:delayed`, SQS's visibility) and not received again in this run:
-    /// their jobs have not succeeded.
-    pending_retry: Mutex<HashSet<String>>,
+    /// their jobs have not succeeded. Each is forgotten [`PENDING_GRACE`]
+    /// after it fell due (another consumer of the queue took it), so the
+    /// map is bounded by the retry rate and the longest backoff, not by
+    /// how long the process runs.
+    pending_retry: Mutex<HashMap<String, Instant>>,
+    /// Entries in `pending_retry`: read without the lock on every receive.
     pending_retry_len: AtomicUsize,
     pending_retry_gauge: Gauge,
     job_duration: metrics::Histogram,
@@ -186,7 +190,7 @@ impl PipelineCounts {
             settle_errors: Count::new(counter!(SETTLE_ERRORS, "pipeline" => p.clone())),
             in_flight: AtomicU64::new(0),
             in_flight_gauge: gauge!(IN_FLIGHT, "pipeline" => p.clone()),
-            pending_retry: Mutex::new(HashSet::new()),
+            pending_retry: Mutex::new(HashMap::new()),
             pending_retry_len: AtomicUsize::new(0),
             pending_retry_gauge: gauge!(PENDING_RETRY, "pipeline" => p.clone()),
             job_duration: histogram!(JOB_DURATION, "pipeline" => p),
@@ -255,9 +259,12 @@ impl PipelineCounts {
     }
 
     /// Jobs whose retry was handed back to the broker and that have not
-    /// come back in this run: not succeeded, not lost.
+    /// come back in this run (nor fell due over [`PENDING_GRACE`] ago): not
+    /// succeeded, not lost.
     pub fn pending_retry(&self) -> u64 {
-        self.pending_retry_len.load(Relaxed) as u64
+        let mut pending = self.pending_retry.lock().unwrap_or_else(|p| p.into_inner());
+        self.forget_overdue(&mut pending);
+        pending.len() as u64
     }
 
     /// A message was received: if it was one handed back for a retry, it
@@ -266,13 +273,25 @@ impl PipelineCounts {
         if self.pending_retry_len.load(Relaxed) == 0 {
             return;
         }
-        let mut set = self.pending_retry.lock().unwrap_or_else(|p| p.into_inner());
-        if set.remove(id) {
-            self.pending_retry_len.store(set.len(), Relaxed);
-            self.pending_retry_gauge.set(set.len() as f64);
+        let mut pending = self.pending_retry.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.remove(id).is_some() {
+            self.pending_retry_len.store(pending.len(), Relaxed);
+            self.pending_retry_gauge.set(pending.len() as f64);
         }
     }
+
+    /// Drops the entries past their grace (taken by another consumer, or
+    /// waiting behind a backlog like any message not yet received).
+    fn forget_overdue(&self, pending: &mut HashMap<String, Instant>) {
+        let now = Instant::now();
+        pending.retain(|_, forget_at| *forget_at > now);
+        self.pending_retry_len.store(pending.len(), Relaxed);
+        self.pending_retry_gauge.set(pending.len() as f64);
+    }
 }
+
+/// How long after a retry falls due it still counts as pending here.
+pub const PENDING_GRACE: Duration = Duration::from_secs(60);
 
 /// Job-failure lines one pipeline logs one by one per interval; the rest
 /// are logged at `debug` and summed up in one line per interval, so a
@@ -435,14 +454,23 @@ impl Event for JobRetried<'_> {
 #[derive(Debug)]
 pub struct RetryHandedBack<'a> {
     pub id: &'a str,
+    /// When the broker delivers it again.
+    pub delay: Duration,
 }
 
 impl Event for RetryHandedBack<'_> {
     fn emit(self, c: &PipelineCounts) {
-        let mut set = c.pending_retry.lock().unwrap_or_else(|p| p.into_inner());
-        set.insert(self.id.to_owned());
-        c.pending_retry_len.store(set.len(), Relaxed);
-        c.pending_retry_gauge.set(set.len() as f64);
+        let mut pending = c.pending_retry.lock().unwrap_or_else(|p| p.into_inner());
+        // Overdue ones go now and then, so the map stays bounded.
+        if pending.len() >= 1024 && pending.len().is_power_of_two() {
+            c.forget_overdue(&mut pending);
+        }
+        pending.insert(
+            self.id.to_owned(),
+            Instant::now() + self.delay + PENDING_GRACE,
+        );
+        c.pending_retry_len.store(pending.len(), Relaxed);
+        c.pending_retry_gauge.set(pending.len() as f64);
     }
 }
 
@@ -542,5 +570,37 @@ impl Event for SettleFailed<'_> {
             error = %crate::error_chain(self.error),
             "could not settle the message; the source will deliver it again"
         );
+    }
+}
+
+#[cfg(test)]
+mod pending_retry_tests {
+    use super::*;
+
+    /// A retry comes back and is no longer pending; one that another
+    /// consumer took (never received here) is forgotten once past its
+    /// grace, so a long-running process does not keep every id it ever
+    /// handed back.
+    #[test]
+    fn pending_retries_are_bounded_by_their_grace() {
+        let c = PipelineCounts::new("pending");
+        RetryHandedBack {
+            id: "a",
+            delay: Duration::from_secs(5),
+        }
+        .emit(&c);
+        RetryHandedBack {
+            id: "b",
+            delay: Duration::from_secs(5),
+        }
+        .emit(&c);
+        assert_eq!(c.pending_retry(), 2);
+        c.came_back("a");
+        c.came_back("unknown");
+        assert_eq!(c.pending_retry(), 1);
+        // "b" fell due long ago and never came back here.
+        *c.pending_retry.lock().unwrap().get_mut("b").unwrap() = Instant::now();
+        assert_eq!(c.pending_retry(), 0);
+        assert_eq!(c.pending_retry_len.load(Relaxed), 0);
     }
 }
