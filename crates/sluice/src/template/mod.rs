@@ -137,11 +137,11 @@ impl Template {
             Inner::Literal(s) => Ok(s.to_string()),
             Inner::Compiled(env) => {
                 let t = env.get_template(NAME).expect("added when compiled");
-                let mut out = Capped(Vec::new());
+                let mut out = Capped::default();
                 t.render_captured_to(ctx, &mut out)
                     .map_err(|e| RenderError {
                         field: String::new(),
-                        reason: if out.0.len() > MAX_OUTPUT_BYTES {
+                        reason: if out.over {
                             format!(
                                 "its output passed {} MiB, the most one render may write",
                                 MAX_OUTPUT_BYTES >> 20
@@ -156,7 +156,7 @@ impl Template {
                         },
                     })?;
                 // The formatter and filters write only whole strings.
-                let out = String::from_utf8(out.0).map_err(|_| RenderError {
+                let out = String::from_utf8(out.bytes).map_err(|_| RenderError {
                     field: String::new(),
                     reason: "its output is not UTF-8".into(),
                 })?;
@@ -182,16 +182,20 @@ impl Template {
 
 /// A render's output, refused past [`MAX_OUTPUT_BYTES`]: the render stops
 /// with an error at the write that passes it.
-struct Capped(Vec<u8>);
+#[derive(Default)]
+struct Capped {
+    bytes: Vec<u8>,
+    /// A write was refused: the output passed the cap.
+    over: bool,
+}
 
 impl std::io::Write for Capped {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.0.len() + buf.len() > MAX_OUTPUT_BYTES {
-            // Marks the cause for the caller.
-            self.0.resize(MAX_OUTPUT_BYTES + 1, 0);
+        if self.bytes.len() + buf.len() > MAX_OUTPUT_BYTES {
+            self.over = true;
             return Err(std::io::Error::other("template output over its limit"));
         }
-        self.0.extend_from_slice(buf);
+        self.bytes.extend_from_slice(buf);
         Ok(buf.len())
     }
 
